@@ -1,0 +1,114 @@
+"""Sink server on asyncio streams: ``start_server``, then ``reader.read(n)`` until EOF.
+
+RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept.
+Siblings: protocol_server.py (asyncio's Protocol API), twisted_impl/server.py,
+tornado_impl/server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+
+from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.interface import ServeOptions, format_peer
+from common.loopdelay import LoopDelay
+from common.sink import Sink
+
+from asyncio_impl import loops
+from asyncio_impl.ticker import start_ticker
+
+__all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
+
+#: Bytes asked of each read(). The StreamReader pauses the socket once it holds more
+#: than 2 * limit (limit = 64 KiB), so a read never returns more than about 128 KiB.
+READ_SIZE = 64 * 1024
+#: Connections the kernel queues before accept(); asyncio's default is 100.
+BACKLOG = 1024
+
+StartServer = Callable[[Sink, ServeOptions], Awaitable[asyncio.Server]]
+
+# --- connection -------------------------------------------------------------------------
+
+
+async def handle_connection(
+    sink: Sink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Count one connection's bytes until EOF, then report it."""
+    loop = asyncio.get_running_loop()
+    peer = format_peer(writer.get_extra_info("peername"))
+    # Streams have no abort of their own: the transport's abort() closes at once (FIN, not RST).
+    connection = sink.open(peer, loop.time(), writer.transport.abort)
+    outcome = EOF
+    try:
+        # Never read() with no size: that reads until EOF into memory.
+        while data := await reader.read(READ_SIZE):
+            connection.feed(data, loop.time())
+    except ConnectionResetError:
+        outcome = RESET
+    except OSError:
+        outcome = ERROR
+    finally:
+        sink.close(connection, outcome, loop.time())
+        writer.close()
+    # wait_closed() re-raises the error that ended the connection: it is already reported.
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+async def start_listening(sink: Sink, options: ServeOptions) -> asyncio.Server:
+    """Listen on ``options.host:port`` with a streams handler per connection."""
+    return await asyncio.start_server(
+        functools.partial(handle_connection, sink), options.host, options.port, backlog=BACKLOG
+    )
+
+
+async def serve_until_stopped(
+    options: ServeOptions,
+    emit: Callable[[Event], None],
+    start: StartServer = start_listening,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
+    ``options.grace`` seconds, abort the rest, and report the totals."""
+    loop = asyncio.get_running_loop()
+    delay = LoopDelay()
+    stop_ticker = start_ticker(loop, delay)
+    signals = loops.Signals(loop)
+    sink = Sink(options.digest, delay, emit)
+    try:
+        server = await start(sink, options)
+        port = server.sockets[0].getsockname()[1]
+        emit(Listening(options.impl, options.loop, options.host, port, loops.describe(loop)))
+        await signals.wait()
+        server.close()  # stop accepting; connections already accepted carry on
+        if not await loops.wait_idle(sink, options.grace, signals):
+            sink.abort_all()
+            await loops.wait_idle(sink, None)
+        # Only now: on 3.12+ wait_closed() waits for every connection, on 3.11 for none.
+        await server.wait_closed()
+    finally:
+        stop_ticker()
+        signals.close()
+    emit(sink.stopped())
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
+    """Run the sink on the loop that ``options.loop`` names until a signal stops it."""
+    loops.run(serve_until_stopped(options, emit), options.loop)
+
+
+async def main() -> None:
+    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
+    await serve_until_stopped(ServeOptions(impl="asyncio-streams"), lambda e: print(describe(e)))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,75 @@
+"""Counting a byte stream: how many bytes, their sha256 if asked, and when they came."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Union
+
+__all__ = ["DIGESTS", "Buffer", "ByteAccount", "SendAccount"]
+
+DIGESTS = ("none", "sha256")
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+class ByteAccount:
+    """One connection's bytes, counted (and hashed) as they pass, never kept."""
+
+    __slots__ = ("_hash", "bytes", "ended_at", "first_byte_at", "last_byte_at")
+
+    def __init__(self, digest: str = "none") -> None:
+        if digest not in DIGESTS:
+            raise ValueError(f"unknown digest {digest!r} (use {', '.join(DIGESTS)})")
+        self._hash = hashlib.sha256() if digest == "sha256" else None
+        self.bytes = 0
+        self.first_byte_at: float | None = None
+        self.last_byte_at: float | None = None
+        self.ended_at: float | None = None
+
+    def feed(self, data: Buffer, now: float) -> None:
+        """Count ``data``, which passed at time ``now``."""
+        count = len(data)
+        if not count:
+            return
+        if self.first_byte_at is None:
+            self.first_byte_at = now
+        self.last_byte_at = now
+        self.bytes += count
+        if self._hash is not None:
+            self._hash.update(data)
+
+    def end(self, now: float) -> None:
+        """Note that the stream ended (EOF, reset, abort) at ``now``."""
+        if self.ended_at is None:
+            self.ended_at = now
+
+    @property
+    def sha256(self) -> str | None:
+        """The hex sha256 of every byte fed so far, or None without a digest."""
+        return None if self._hash is None else self._hash.hexdigest()
+
+    @property
+    def seconds(self) -> float:
+        """From the first byte to the end of the stream (or the last byte, if not ended)."""
+        if self.first_byte_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else self.last_byte_at
+        assert end is not None
+        return max(0.0, end - self.first_byte_at)
+
+
+class SendAccount(ByteAccount):
+    """A client connection's bytes: fed when handed to the framework.
+
+    ``buffered`` is what the framework still held when the connection failed, so the bytes
+    that really went out to the kernel are :attr:`handed_to_kernel`.
+    """
+
+    __slots__ = ("buffered",)
+
+    def __init__(self, digest: str = "none") -> None:
+        super().__init__(digest)
+        self.buffered = 0
+
+    @property
+    def handed_to_kernel(self) -> int:
+        return max(0, self.bytes - self.buffered)

@@ -1,0 +1,293 @@
+"""The ``nbio`` command: ``impls``, ``serve`` and ``send``, dispatched through the registry.
+
+Bad input exits 2 with one line on stderr; a transfer that fails exits 1 with one line that
+says how many bytes went out. Neither ever prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import NoReturn
+
+from common import registry, usage
+from common.accounting import DIGESTS
+from common.events import Error, Event, Sent, describe, to_json
+from common.interface import (
+    DEFAULT_GRACE,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Progress,
+    SendFailed,
+    SendOptions,
+    ServeOptions,
+    describe_error,
+)
+from common.payload import DEFAULT_CHUNK_SIZE, PATTERNS, TALK_SIZE, Payload, PayloadError
+from common.sizes import SizeError, format_size, parse_size
+
+__all__ = ["main"]
+
+DEFAULT_IMPL = "asyncio-streams"
+MAX_CONNECTIONS = 100_000
+MAX_CHUNK_SIZE = 64 * 1024 * 1024
+
+
+class UsageError(Exception):
+    """Bad input found after parsing; exit 2 with this one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line on stderr, not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- argument types: each raises ArgumentTypeError with a one-line reason ---------------
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except SizeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bounded(name: str, low: int, high: int, parse: Callable[[str], int]) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = parse(text)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be {low} to {high}: {text!r}")
+        return value
+
+    return convert
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be 0 or more: {text!r}")
+    return value
+
+
+_port = _bounded("port", 0, 65535, int)
+
+
+# --- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="nbio",
+        description="The talk's sink server and large-payload client, in several frameworks.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    impls = commands.add_parser("impls", help="list the implementations installed here")
+    impls.add_argument("--json", action="store_true", help="print one JSON list")
+
+    serve = commands.add_parser("serve", help="run a sink server until SIGINT or SIGTERM")
+    _common_arguments(serve)
+    serve.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE,
+                       help="seconds open transfers get after a signal (default %(default)s)")
+
+    send = commands.add_parser("send", help="stream a payload to a sink")
+    _common_arguments(send)
+    send.add_argument("--size", type=_size, default=None,
+                      help=f"bytes per connection: 73400320, 70MB, 64KiB, 1GiB "
+                           f"(default {TALK_SIZE}, the talk's)")
+    send.add_argument("--pattern", choices=PATTERNS, default="foobar",
+                      help="what to send (default: the talk's foobar\\n)")
+    send.add_argument("--seed", type=_bounded("seed", 0, 2**63, int), default=0,
+                      help="seed of the random pattern")
+    send.add_argument("--file", default=None, help="send this file's bytes instead of a pattern")
+    send.add_argument("--connections", type=_bounded("connections", 1, MAX_CONNECTIONS, int),
+                      default=1, help="concurrent connections, each sending --size bytes")
+    send.add_argument("--chunk-size", type=_bounded("chunk size", 1, MAX_CHUNK_SIZE, parse_size),
+                      default=DEFAULT_CHUNK_SIZE, help="bytes per write (default 256KiB)")
+    return parser
+
+
+def _common_arguments(parser: Parser) -> None:
+    parser.add_argument("--impl", default=DEFAULT_IMPL,
+                        help=f"implementation, see 'nbio impls' (default {DEFAULT_IMPL})")
+    parser.add_argument("--loop", default="default", help="loop or reactor (default: default)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="default %(default)s")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                        help="default %(default)s; 0 takes a free port")
+    parser.add_argument("--digest", choices=DIGESTS, default="none",
+                        help="hash what passes (default none)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+# --- checks that need more than one argument --------------------------------------------
+
+
+def _entry(args: argparse.Namespace) -> registry.Entry:
+    try:
+        entry = registry.get(args.impl)
+    except registry.UnknownImplementation as exc:
+        raise UsageError(str(exc)) from None
+    missing = entry.missing()
+    if missing:
+        raise UsageError(
+            f"{entry.name} needs {', '.join(missing)}, which is not installed "
+            f"(pip install 'nbio[{entry.extra or entry.framework}]')"
+        )
+    try:
+        loop = entry.loop(args.loop)
+    except KeyError:
+        names = ", ".join(loop.name for loop in entry.loops)
+        raise UsageError(f"{entry.name} has no loop {args.loop!r} (use {names})") from None
+    if loop.missing():
+        raise UsageError(
+            f"loop {loop.name!r} needs {', '.join(loop.missing())}, which is not installed "
+            f"(pip install 'nbio[{loop.name}]')"
+        )
+    return entry
+
+
+def _check_host(host: str) -> None:
+    if not host.strip():
+        raise UsageError("host must not be empty")
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise UsageError(f"cannot resolve host {host!r}: {reason}") from None
+
+
+def _payload(args: argparse.Namespace) -> Payload:
+    if args.file is not None:
+        if args.size is not None:
+            raise UsageError("give --size or --file, not both: a file is sent whole")
+        if args.pattern != "foobar":
+            raise UsageError("give --pattern or --file, not both")
+        try:
+            return Payload.from_file(args.file)
+        except PayloadError as exc:
+            raise UsageError(str(exc)) from None
+    size = TALK_SIZE if args.size is None else args.size
+    return Payload(size=size, pattern=args.pattern, seed=args.seed)
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def _printer(as_json: bool) -> Callable[[Event], None]:
+    def emit(event: Event) -> None:
+        print(to_json(event) if as_json else describe(event), flush=True)
+
+    return emit
+
+
+@contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Progress]:
+    """A progress bar on stderr while sending, when stderr is a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda count: None
+        return
+    from rich.console import Console
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        *Progress.get_default_columns(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("sending", total=total)
+        yield lambda count: bar.advance(task, count)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def run_impls(args: argparse.Namespace) -> int:
+    available = registry.available()
+    if args.json:
+        print(json.dumps([entry.to_json() for entry in available]))
+        return 0
+    for entry in registry.ENTRIES:
+        if entry in available:
+            print(f"{entry.name:<20} {entry.framework:<10} {entry.variant:<10} "
+                  f"loops: {', '.join(entry.available_loops())}")
+        else:
+            print(f"{entry.name:<20} not installed: pip install 'nbio[{entry.extra}]'")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    entry = _entry(args)
+    _check_host(args.host)
+    options = ServeOptions(impl=entry.name, host=args.host, port=args.port, loop=args.loop,
+                           digest=args.digest, grace=args.grace)
+    implementation = registry.load(entry)
+    try:
+        implementation.serve(options, _printer(args.json))
+    except OSError as exc:
+        print(f"nbio serve: error: cannot listen on {args.host}:{args.port}: "
+              f"{describe_error(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_send(args: argparse.Namespace) -> int:
+    entry = _entry(args)
+    _check_host(args.host)
+    payload = _payload(args)
+    options = SendOptions(payload=payload, host=args.host, port=args.port, loop=args.loop,
+                          connections=args.connections, digest=args.digest,
+                          chunk_size=args.chunk_size)
+    implementation = registry.load(entry)
+    emit = _printer(args.json)
+    try:
+        with _progress(payload.size * args.connections, enabled=not args.json) as progress:
+            result = implementation.send(options, progress)
+    except SendFailed as exc:
+        error = Error(message=exc.message, bytes=exc.bytes_sent)
+        if args.json:
+            emit(error)
+        print(f"nbio send: error: {exc.message} ({exc.bytes_sent} bytes sent)", file=sys.stderr)
+        return 1
+    emit(Sent(bytes=result.bytes, sha256=result.sha256, seconds=result.seconds,
+              connections=result.connections, loop_delay=result.loop_delay,
+              peak_rss_kib=usage.peak_rss_kib(), cpu_s=usage.cpu_seconds()))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "impls": run_impls,
+    "serve": run_serve,
+    "send": run_send,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nbio``; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"nbio {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1  # stdout went away (nbio ... | head): nothing more to say
+
+
+if __name__ == "__main__":
+    sys.exit(main())

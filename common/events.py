@@ -1,0 +1,146 @@
+"""The records that servers and clients report, and their JSON and one-line text forms.
+
+Every ``--json`` line of ``nbio serve`` and ``nbio send`` is one of these, via :func:`to_json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import ClassVar, Union
+
+from common.loopdelay import DelayStats
+from common.sizes import human_size
+
+__all__ = [
+    "ABORTED",
+    "EOF",
+    "ERROR",
+    "RESET",
+    "TIMEOUT",
+    "Error",
+    "Event",
+    "Listening",
+    "Received",
+    "Sent",
+    "Stopped",
+    "describe",
+    "to_json",
+]
+
+# How a sink connection ended.
+EOF = "eof"  # the client closed cleanly: every byte it sent is counted
+RESET = "reset"  # the client reset the connection (RST)
+TIMEOUT = "timeout"  # the client sent nothing for too long
+ABORTED = "aborted"  # the server shut down before the client finished
+ERROR = "error"  # any other socket error
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds / 1e6:.1f} MB/s" if seconds > 0 else "- MB/s"
+
+
+@dataclass(frozen=True)
+class Listening:
+    """The server is accepting connections on ``host:port`` (``port`` is the real one)."""
+
+    event: ClassVar[str] = "listening"
+    impl: str
+    loop: str
+    host: str
+    port: int
+    loop_impl: str = ""
+
+    def text(self) -> str:
+        return f"{self.impl} listening on {self.host}:{self.port} ({self.loop} loop: {self.loop_impl})"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One sink connection ended, with everything it delivered."""
+
+    event: ClassVar[str] = "received"
+    peer: str
+    bytes: int
+    sha256: str | None
+    seconds: float
+    outcome: str
+    loop_delay: DelayStats
+
+    def text(self) -> str:
+        digest = f" sha256 {self.sha256}" if self.sha256 else ""
+        return (
+            f"{self.peer}: {self.outcome}, {self.bytes} bytes ({human_size(self.bytes)}) in "
+            f"{self.seconds:.3f} s, {_rate(self.bytes, self.seconds)}{digest}"
+        )
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The server shut down; its totals are the sums of its ``received`` events."""
+
+    event: ClassVar[str] = "stopped"
+    connections: int
+    bytes: int
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def text(self) -> str:
+        outcomes = ", ".join(f"{count} {name}" for name, count in sorted(self.outcomes.items()))
+        return f"stopped: {self.connections} connections, {self.bytes} bytes ({outcomes or 'none'})"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """Every connection of a client finished: all bytes handed to the kernel, all closed."""
+
+    event: ClassVar[str] = "sent"
+    bytes: int
+    sha256: str | None
+    seconds: float
+    connections: int
+    loop_delay: DelayStats
+    peak_rss_kib: int = 0
+    cpu_s: float = 0.0
+
+    def text(self) -> str:
+        digest = f" sha256 {self.sha256}" if self.sha256 else ""
+        return (
+            f"sent {self.bytes} bytes ({human_size(self.bytes)}) over {self.connections} "
+            f"connection(s) in {self.seconds:.3f} s, {_rate(self.bytes, self.seconds)}; "
+            f"{self.loop_delay.ticks} ticks, loop delay p99 {self.loop_delay.p99_ms:.1f} ms; "
+            f"peak RSS {self.peak_rss_kib / 1024:.1f} MiB, CPU {self.cpu_s:.2f} s{digest}"
+        )
+
+
+@dataclass(frozen=True)
+class Error:
+    """A client failed; ``bytes`` is how many went out to the kernel before it did."""
+
+    event: ClassVar[str] = "error"
+    message: str
+    bytes: int
+
+    def text(self) -> str:
+        return f"error: {self.message} ({self.bytes} bytes sent)"
+
+
+Event = Union[Listening, Received, Stopped, Sent, Error]
+
+
+def to_json(event: Event) -> str:
+    """Return ``event`` as one line of JSON, its ``"event"`` name first."""
+    data: dict[str, object] = {"event": event.event}
+    for name, value in vars(event).items():
+        if isinstance(value, DelayStats):
+            data["loop_delay_ms"] = value.to_json()
+            data["ticks"] = value.ticks
+        elif isinstance(value, float):
+            data[name] = round(value, 6)
+        else:
+            data[name] = value
+    return json.dumps(data)
+
+
+def describe(event: Event) -> str:
+    """Return ``event`` as one short line for people."""
+    return event.text()

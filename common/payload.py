@@ -1,0 +1,125 @@
+"""Payloads streamed in chunks, never built whole in memory.
+
+The default is the talk's ``foobar\\n`` repeated; ``random`` is a seeded pseudo-random
+block of 1 MiB repeated (fast enough not to be the bottleneck, and not compressible);
+``zeros`` is zeros; a file payload is that file's bytes. Every pattern is continuous across
+chunk boundaries, so the bytes on the wire do not depend on the chunk size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "PATTERNS",
+    "RANDOM_PERIOD",
+    "TALK_LINE",
+    "TALK_SIZE",
+    "Payload",
+    "PayloadError",
+]
+
+#: The line the talk sends, and how much of it: ``'foobar\n' * 10 * 1024 * 1024``.
+TALK_LINE = b"foobar\n"
+TALK_SIZE = len(TALK_LINE) * 10 * 1024 * 1024  # 73,400,320 bytes
+PATTERNS = ("foobar", "random", "zeros")
+RANDOM_PERIOD = 1024 * 1024
+#: What a client hands its framework per write, unless told otherwise.
+DEFAULT_CHUNK_SIZE = 256 * 1024
+# Patterns shorter than this keep one ready-made chunk per phase, so a steady send
+# allocates nothing; longer ones (random) slice a fresh chunk each time.
+_CACHED_PERIOD = 64
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be produced; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """``size`` bytes of ``pattern`` (or of the file at ``path``), produced chunk by chunk."""
+
+    size: int
+    pattern: str = "foobar"
+    seed: int = 0
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            raise PayloadError(f"size must not be negative: {self.size}")
+        if self.path is None and self.pattern not in PATTERNS:
+            raise PayloadError(f"unknown pattern {self.pattern!r} (use {', '.join(PATTERNS)})")
+
+    @classmethod
+    def from_file(cls, path: str) -> Payload:
+        """Return the payload of a whole file; raise :class:`PayloadError` if it is unreadable."""
+        try:
+            with open(path, "rb"):
+                pass
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise PayloadError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+        if not os.path.isfile(path):
+            raise PayloadError(f"not a regular file: {path!r}")
+        return cls(size=size, pattern="file", path=path)
+
+    def chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
+        """Yield the payload in chunks of ``chunk_size`` bytes (the last may be shorter)."""
+        if chunk_size <= 0:
+            raise PayloadError(f"chunk size must be positive: {chunk_size}")
+        if self.path is not None:
+            return self._file_chunks(chunk_size)
+        return _cycle(self.period(), self.size, chunk_size)
+
+    def period(self) -> bytes:
+        """Return the block that the pattern repeats."""
+        if self.pattern == "foobar":
+            return TALK_LINE
+        if self.pattern == "zeros":
+            return b"\0"
+        if self.pattern == "random":
+            return random.Random(self.seed).randbytes(RANDOM_PERIOD)
+        raise PayloadError(f"a {self.pattern!r} payload has no period")
+
+    def sha256(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> str:
+        """Return the hex sha256 of the whole payload, computed chunk by chunk."""
+        digest = hashlib.sha256()
+        for chunk in self.chunks(chunk_size):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def _file_chunks(self, chunk_size: int) -> Iterator[bytes]:
+        assert self.path is not None
+        left = self.size
+        with open(self.path, "rb") as file:
+            while left:
+                chunk = file.read(min(chunk_size, left))
+                if not chunk:
+                    raise PayloadError(f"{self.path!r} shrank while it was being sent")
+                left -= len(chunk)
+                yield chunk
+
+
+def _cycle(period: bytes, size: int, chunk_size: int) -> Iterator[bytes]:
+    """Yield ``size`` bytes of ``period`` repeated, ``chunk_size`` at a time."""
+    length = len(period)
+    # A tile long enough that any chunk, starting at any phase of the period, is one slice.
+    tile = period * (-(-(chunk_size + length) // length))
+    cache: dict[int, bytes] = {}
+    offset = 0
+    while offset < size:
+        count = min(chunk_size, size - offset)
+        phase = offset % length
+        if count == chunk_size and length <= _CACHED_PERIOD:
+            chunk = cache.get(phase)
+            if chunk is None:
+                chunk = cache[phase] = tile[phase : phase + count]
+        else:
+            chunk = tile[phase : phase + count]
+        yield chunk
+        offset += count

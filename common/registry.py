@@ -1,0 +1,141 @@
+"""Every implementation nbio knows, and the only place that imports one.
+
+An entry names its modules as strings, so listing entries imports no framework:
+``nbio send --impl asyncio-streams`` never imports Twisted or Tornado. Whether a framework
+is installed is asked of ``importlib.util.find_spec``, which finds without importing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import cast
+
+from common.interface import (
+    Client,
+    Emit,
+    Implementation,
+    Progress,
+    SendOptions,
+    SendResult,
+    ServeOptions,
+    Server,
+)
+
+__all__ = ["ENTRIES", "Entry", "Loop", "UnknownImplementation", "available", "get", "load"]
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A loop (or reactor) an implementation can run on, and the modules it needs."""
+
+    name: str
+    requires: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        return [module for module in self.requires if not _installed(module)]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One implementation: its framework, its API variant, its modules and loops."""
+
+    name: str
+    framework: str
+    variant: str
+    server: str  # module with serve(options, emit)
+    client: str  # module with send(options, progress)
+    requires: tuple[str, ...] = ()  # modules that must be importable, e.g. "twisted"
+    loops: tuple[Loop, ...] = (Loop("default"),)
+    extra: str = ""  # the pip extra that installs what it requires
+
+    def missing(self) -> list[str]:
+        """The required modules that are not installed."""
+        return [module for module in self.requires if not _installed(module)]
+
+    def available_loops(self) -> list[str]:
+        """The names of the loops usable here."""
+        return [loop.name for loop in self.loops if not loop.missing()]
+
+    def loop(self, name: str) -> Loop:
+        for loop in self.loops:
+            if loop.name == name:
+                return loop
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "framework": self.framework,
+            "variant": self.variant,
+            "loops": self.available_loops(),
+        }
+
+
+ENTRIES: tuple[Entry, ...] = (
+    Entry(
+        name="asyncio-streams",
+        framework="asyncio",
+        variant="streams",
+        server="asyncio_impl.server",
+        client="asyncio_impl.client",
+        loops=(Loop("default"), Loop("uvloop", ("uvloop",))),
+    ),
+    Entry(
+        name="asyncio-protocol",
+        framework="asyncio",
+        variant="protocol",
+        server="asyncio_impl.protocol_server",
+        client="asyncio_impl.protocol_client",
+        loops=(Loop("default"), Loop("uvloop", ("uvloop",))),
+    ),
+)
+
+
+class UnknownImplementation(LookupError):
+    """No implementation has that name; the message lists the ones that exist."""
+
+
+def get(name: str) -> Entry:
+    """Return the entry called ``name``."""
+    for entry in ENTRIES:
+        if entry.name == name:
+            return entry
+    known = ", ".join(entry.name for entry in ENTRIES)
+    raise UnknownImplementation(f"unknown implementation {name!r} (known: {known})")
+
+
+def available() -> list[Entry]:
+    """The entries whose framework is installed here."""
+    return [entry for entry in ENTRIES if not entry.missing()]
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    name: str
+    _server: Server
+    _client: Client
+
+    def serve(self, options: ServeOptions, emit: Emit) -> None:
+        self._server.serve(options, emit)
+
+    def send(self, options: SendOptions, progress: Progress) -> SendResult:
+        return self._client.send(options, progress)
+
+
+def load(entry: Entry) -> Implementation:
+    """Import ``entry``'s server and client modules, and return them as one implementation."""
+    server = cast(Server, importlib.import_module(entry.server))
+    client = cast(Client, importlib.import_module(entry.client))
+    for module, protocol in ((server, Server), (client, Client)):
+        if not isinstance(module, protocol):
+            raise TypeError(f"{module!r} does not implement {protocol.__name__}")
+    return _Loaded(entry.name, server, client)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,116 @@
+"""What every sink server keeps, whatever its framework: its live connections, their
+accounting, the loop delay each one saw, and the totals it reports when it stops.
+
+A framework's server calls :meth:`Sink.open` when a connection arrives,
+:meth:`Connection.feed` for each read and :meth:`Sink.close` when it ends. Shutdown is
+:meth:`Sink.when_idle` (wait out the grace period) then :meth:`Sink.abort_all`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from common.accounting import Buffer, ByteAccount
+from common.events import ABORTED, Event, Received, Stopped
+from common.loopdelay import LoopDelay
+
+__all__ = ["Connection", "Sink"]
+
+
+class Connection:
+    """One live sink connection."""
+
+    __slots__ = ("_abort", "account", "aborting", "mark", "peer")
+
+    def __init__(self, peer: str, digest: str, mark: int, abort: Callable[[], None]) -> None:
+        self.peer = peer
+        self.account = ByteAccount(digest)
+        self.mark = mark
+        self.aborting = False
+        self._abort = abort
+
+    def feed(self, data: Buffer, now: float) -> None:
+        """Count bytes just read."""
+        self.account.feed(data, now)
+
+    def abort(self) -> None:
+        """Close this connection now; it will end with outcome ``aborted``."""
+        if not self.aborting:
+            self.aborting = True
+            self._abort()
+
+
+class Sink:
+    """The state of one sink server: live connections, totals, loop delay."""
+
+    def __init__(self, digest: str, delay: LoopDelay, emit: Callable[[Event], None]) -> None:
+        self.digest = digest
+        self.delay = delay
+        self._emit = emit
+        self._live: dict[Connection, None] = {}  # insertion-ordered set
+        self._outcomes: Counter[str] = Counter()
+        self._bytes = 0
+        self._idle: list[Callable[[], None]] = []
+
+    @property
+    def live(self) -> int:
+        """How many connections are open now."""
+        return len(self._live)
+
+    def open(self, peer: str, now: float, abort: Callable[[], None]) -> Connection:
+        """Start accounting a new connection; ``abort`` closes it at once if asked."""
+        connection = Connection(peer, self.digest, self.delay.mark(), abort)
+        self._live[connection] = None
+        return connection
+
+    def close(self, connection: Connection, outcome: str, now: float) -> Received:
+        """Finish a connection's accounting, report it, and return the report."""
+        if connection not in self._live:
+            raise ValueError(f"connection from {connection.peer} is not open")
+        del self._live[connection]
+        if connection.aborting:
+            outcome = ABORTED
+        account = connection.account
+        account.end(now)
+        received = Received(
+            peer=connection.peer,
+            bytes=account.bytes,
+            sha256=account.sha256,
+            seconds=account.seconds,
+            outcome=outcome,
+            loop_delay=self.delay.stats(since=connection.mark),
+        )
+        self._bytes += account.bytes
+        self._outcomes[outcome] += 1
+        # Keep only the loop-delay samples that an open connection still needs.
+        oldest = min((c.mark for c in self._live), default=self.delay.mark())
+        self.delay.forget_before(oldest)
+        self._emit(received)
+        if not self._live:
+            callbacks, self._idle = self._idle, []
+            for callback in callbacks:
+                callback()
+        return received
+
+    def when_idle(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once no connection is open (now, if none is)."""
+        if self._live:
+            self._idle.append(callback)
+        else:
+            callback()
+
+    def abort_all(self) -> int:
+        """Abort every open connection; return how many there were."""
+        connections = list(self._live)
+        for connection in connections:
+            connection.abort()
+        return len(connections)
+
+    def stopped(self) -> Stopped:
+        """Return the totals: the sums of every ``received`` event reported."""
+        return Stopped(
+            connections=sum(self._outcomes.values()),
+            bytes=self._bytes,
+            outcomes=dict(self._outcomes),
+        )

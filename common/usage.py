@@ -1,0 +1,21 @@
+"""What this process has cost so far: CPU seconds and peak resident memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+__all__ = ["cpu_seconds", "peak_rss_kib"]
+
+
+def peak_rss_kib() -> int:
+    """Peak resident set size of this process, in KiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU time of this process, in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

@@ -1,0 +1,57 @@
+"""One suite, every implementation: tests that take ``target`` run once per implementation
+and loop (``test_x[asyncio-streams]``, ``test_x[asyncio-streams-uvloop]``); tests that take
+``client_target`` and ``server_target`` run once per pair. ``--impl NAME`` (repeatable)
+narrows the set; an implementation that is not installed is skipped with the reason."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from common import registry
+from harness import Target
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--impl",
+        action="append",
+        default=[],
+        help="run the shared suite for this implementation only (repeatable; default: all)",
+    )
+
+
+def _selected(config: pytest.Config) -> list[registry.Entry]:
+    names = config.getoption("--impl")
+    if not names:
+        return list(registry.ENTRIES)
+    try:
+        return [registry.get(name) for name in names]
+    except registry.UnknownImplementation as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _param(targets: tuple[Target, ...]) -> object:
+    """One test parameter: a target, or a (client, server) pair, skipped if not installed."""
+    reasons = []
+    for target in targets:
+        entry = registry.get(target.impl)
+        if entry.missing():
+            reasons.append(f"{entry.name} needs {', '.join(entry.missing())}, not installed")
+        elif entry.loop(target.loop).missing():
+            reasons.append(f"loop {target.loop} needs {', '.join(entry.loop(target.loop).missing())}")
+    marks = [pytest.mark.skip(reason="; ".join(reasons))] if reasons else []
+    return pytest.param(*targets, marks=marks, id="-to-".join(t.id for t in targets))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    entries = _selected(metafunc.config)
+    if "target" in metafunc.fixturenames:
+        targets = [Target(e.name, loop.name) for e in entries for loop in e.loops]
+        metafunc.parametrize("target", [_param((t,)) for t in targets])
+    if "client_target" in metafunc.fixturenames:
+        # Every client against every server, on their default loops.
+        defaults = [Target(e.name) for e in entries]
+        pairs = list(itertools.product(defaults, defaults))
+        metafunc.parametrize(("client_target", "server_target"), [_param(p) for p in pairs])

@@ -1,0 +1,228 @@
+"""Drives implementations as real processes through the ``nbio`` CLI, and the neutral
+stdlib-socket sink and client that they are checked against. Imports no framework."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.payload import Payload
+
+#: The CLI, run by the interpreter that runs the tests (the console script's own code).
+NBIO = [sys.executable, "-m", "common.cli"]
+LOCALHOST = "127.0.0.1"
+#: Seconds any one wait may take before the test fails; generous: machines are shared.
+WAIT = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One implementation on one of its loops, as a test parameter."""
+
+    impl: str
+    loop: str = "default"
+
+    @property
+    def id(self) -> str:
+        return self.impl if self.loop == "default" else f"{self.impl}-{self.loop}"
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Every stdout line must be one JSON object."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class ServerProcess:
+    """``nbio serve --port 0 --json`` in a child process, its events read as they come."""
+
+    def __init__(self, target: Target, *args: str) -> None:
+        self.target = target
+        self.proc = subprocess.Popen(
+            [*NBIO, "serve", "--impl", target.impl, "--loop", target.loop, "--port", "0",
+             "--json", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        listening = self.next_event()
+        assert listening["event"] == "listening", listening
+        self.listening = listening
+        self.port: int = listening["port"]
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._events.put(json.loads(line))
+        self._events.put(None)
+
+    def next_event(self, timeout: float = WAIT) -> dict[str, Any]:
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no event from {self.target.id} in {timeout} s") from None
+        if event is None:
+            raise AssertionError(f"{self.target.id} server exited: {self.stderr()}")
+        return event
+
+    def received(self, count: int = 1, timeout: float = WAIT) -> list[dict[str, Any]]:
+        """Wait for ``count`` ``received`` events."""
+        deadline = time.monotonic() + timeout
+        events = []
+        while len(events) < count:
+            event = self.next_event(max(0.1, deadline - time.monotonic()))
+            assert event["event"] == "received", event
+            events.append(event)
+        return events
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = WAIT) -> dict[str, Any]:
+        """Signal the server, expect its ``stopped`` event and exit status 0."""
+        self.proc.send_signal(signum)
+        event = self.next_event(timeout)
+        assert event["event"] == "stopped", event
+        assert self.proc.wait(timeout) == 0, self.stderr()
+        return event
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@dataclass
+class ClientRun:
+    returncode: int
+    events: list[dict[str, Any]]
+    stderr: str
+
+    @property
+    def sent(self) -> dict[str, Any]:
+        assert self.returncode == 0, self.stderr
+        (event,) = [e for e in self.events if e["event"] == "sent"]
+        return event
+
+
+def run_client(target: Target, port: int, *args: str, timeout: float = WAIT) -> ClientRun:
+    """Run ``nbio send --json`` to completion."""
+    done = subprocess.run(
+        [*NBIO, "send", "--impl", target.impl, "--loop", target.loop, "--port", str(port),
+         "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return ClientRun(done.returncode, json_lines(done.stdout), done.stderr)
+
+
+def run_nbio(*args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NBIO, *args], capture_output=True, text=True, timeout=timeout)
+
+
+# --- neutral peers: plain blocking stdlib sockets, no framework -------------------------
+
+
+@dataclass
+class Arrival:
+    """What the neutral sink saw on one connection."""
+
+    bytes: int
+    sha256: str
+    outcome: str
+
+
+@dataclass
+class NeutralSink:
+    """A threaded stdlib-socket sink on 127.0.0.1, port 0: counts and hashes until EOF."""
+
+    arrivals: queue.Queue[Arrival] = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        self._listener = socket.create_server((LOCALHOST, 0), backlog=1024)
+        self.port: int = self._listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        buffer = memoryview(bytearray(256 * 1024))
+        count = 0
+        outcome = "eof"
+        with conn:
+            try:
+                while received := conn.recv_into(buffer):
+                    digest.update(buffer[:received])
+                    count += received
+            except ConnectionResetError:
+                outcome = "reset"
+        self.arrivals.put(Arrival(count, digest.hexdigest(), outcome))
+
+    def wait(self, count: int = 1, timeout: float = WAIT) -> list[Arrival]:
+        deadline = time.monotonic() + timeout
+        arrivals = []
+        for _ in range(count):
+            try:
+                arrivals.append(self.arrivals.get(timeout=max(0.1, deadline - time.monotonic())))
+            except queue.Empty:
+                raise AssertionError(f"{len(arrivals)} of {count} connections ended") from None
+        return arrivals
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def __enter__(self) -> NeutralSink:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def neutral_send(port: int, payload: Payload, chunk_size: int = 256 * 1024) -> int:
+    """Send ``payload`` with blocking ``sendall`` and close; return the bytes sent."""
+    sent = 0
+    with socket.create_connection((LOCALHOST, port), timeout=WAIT) as sock:
+        for chunk in payload.chunks(chunk_size):
+            sock.sendall(chunk)
+            sent += len(chunk)
+    return sent
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return int(sock.getsockname()[1])
+
+

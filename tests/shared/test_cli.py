@@ -1,0 +1,88 @@
+"""The ``nbio`` command line: what it lists, and how it refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from common import registry
+from harness import Target, run_nbio
+
+BAD_INPUT = [
+    (["send", "--size", "lots"], "not a size"),
+    (["send", "--size", "-5"], "negative"),
+    (["send", "--size", "12XB"], "unknown unit"),
+    (["send", "--size", "0.5B"], "whole number of bytes"),
+    (["send", "--size", "2PiB"], "unknown unit"),
+    (["send", "--port", "65536"], "port must be 0 to 65535"),
+    (["send", "--port", "-1"], "port must be 0 to 65535"),
+    (["serve", "--port", "http"], "port must be a whole number"),
+    (["send", "--host", "no such host.invalid"], "cannot resolve host"),
+    (["serve", "--host", ""], "host must not be empty"),
+    (["send", "--impl", "gevent"], "unknown implementation 'gevent'"),
+    (["serve", "--impl", "gevent"], "unknown implementation 'gevent'"),
+    (["send", "--loop", "trio"], "has no loop 'trio'"),
+    (["send", "--pattern", "lorem"], "invalid choice"),
+    (["send", "--digest", "md5"], "invalid choice"),
+    (["send", "--file", "/nonexistent/payload"], "cannot read"),
+    (["send", "--file", "/"], "Is a directory"),
+    (["send", "--file", "/etc/hostname", "--size", "1MiB"], "not both"),
+    (["send", "--connections", "0"], "connections must be 1 to"),
+    (["send", "--chunk-size", "0"], "chunk size must be 1 to"),
+    (["serve", "--grace", "soon"], "not a number of seconds"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
+    """Bad input: exit status 2, one line on stderr naming the problem, no traceback."""
+    done = run_nbio(*args)
+    assert done.returncode == 2, done
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_bad_loop_exits_2_for_each_implementation(target: Target) -> None:
+    """Every implementation refuses a loop it does not have, naming the ones it has."""
+    for command in ("serve", "send"):
+        done = run_nbio(command, "--impl", target.impl, "--loop", "no-such-loop")
+        assert done.returncode == 2
+        assert f"{target.impl} has no loop 'no-such-loop' (use default" in done.stderr
+
+
+def test_impls_json_lists_what_is_installed() -> None:
+    """``nbio impls --json`` lists exactly the installed implementations, with their fields."""
+    done = run_nbio("impls", "--json")
+    assert done.returncode == 0
+    listed = json.loads(done.stdout)
+    assert [item["name"] for item in listed] == [e.name for e in registry.available()]
+    for item in listed:
+        assert set(item) == {"name", "framework", "variant", "loops"}
+        assert item["loops"][0] == "default"
+
+
+def test_sending_with_asyncio_imports_no_other_framework() -> None:
+    """Asking for one implementation imports only that one's framework."""
+    code = (
+        "import sys\n"
+        "from common import registry\n"
+        "registry.load(registry.get('asyncio-streams'))\n"
+        "print(sorted(m for m in ('twisted', 'tornado') if m in sys.modules))\n"
+    )
+    done = __import__("subprocess").run([sys.executable, "-c", code], capture_output=True,
+                                        text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_console_script_is_installed() -> None:
+    """Installing the project puts an ``nbio`` command beside the interpreter."""
+    script = shutil.which("nbio", path=str(Path(sys.executable).parent))
+    assert script is not None
+    assert run_nbio("--help").returncode == 0

@@ -1,0 +1,99 @@
+"""Every large-payload client, sending to the neutral stdlib-socket sink."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from common.payload import TALK_SIZE, Payload
+from harness import NeutralSink, Target, free_port, run_client
+
+SIZES = [0, 1, 65535, 65536, 65537, *sorted(random.Random(1234).sample(range(2, 8 << 20), 3))]
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_client_delivers_every_byte(target: Target, size: int) -> None:
+    """Every byte the client reports sent reaches a plain socket sink, in order."""
+    payload = Payload(size, pattern="random", seed=7)
+    with NeutralSink() as sink:
+        run = run_client(target, sink.port, "--size", str(size), "--pattern", "random",
+                         "--seed", "7", "--digest", "sha256")
+        (arrival,) = sink.wait()
+    assert run.sent["bytes"] == size
+    assert run.sent["sha256"] == payload.sha256()
+    assert (arrival.bytes, arrival.sha256, arrival.outcome) == (size, payload.sha256(), "eof")
+
+
+def test_client_sends_the_talks_payload_by_default(target: Target) -> None:
+    """With no size or pattern, the client sends the talk's 73,400,320 bytes of foobar."""
+    with NeutralSink() as sink:
+        run = run_client(target, sink.port, "--digest", "sha256")
+        (arrival,) = sink.wait()
+    expected = Payload(TALK_SIZE).sha256()
+    assert run.sent["bytes"] == arrival.bytes == TALK_SIZE
+    assert run.sent["sha256"] == arrival.sha256 == expected
+
+
+@pytest.mark.parametrize("pattern", ["zeros", "file"])
+def test_client_sends_other_payloads(target: Target, pattern: str, tmp_path: Path) -> None:
+    """Zeros and a file's bytes arrive exactly as produced."""
+    if pattern == "file":
+        path = tmp_path / "payload.bin"
+        path.write_bytes(random.Random(3).randbytes(3 * MiB + 5))
+        args, expected = ["--file", str(path)], Payload.from_file(str(path))
+    else:
+        args, expected = ["--pattern", "zeros", "--size", "3MiB"], Payload(3 * MiB, "zeros")
+    with NeutralSink() as sink:
+        run = run_client(target, sink.port, *args, "--digest", "sha256")
+        (arrival,) = sink.wait()
+    assert (arrival.bytes, arrival.sha256) == (expected.size, expected.sha256())
+    assert run.sent["sha256"] == expected.sha256()
+
+
+def test_client_opens_100_concurrent_connections(target: Target) -> None:
+    """A hundred connections from one client process each deliver the whole payload."""
+    payload = Payload(64 * 1024 + 7)
+    with NeutralSink() as sink:
+        run = run_client(target, sink.port, "--size", str(payload.size), "--connections", "100")
+        arrivals = sink.wait(100)
+    assert run.sent["connections"] == 100
+    assert run.sent["bytes"] == 100 * payload.size
+    assert {(a.bytes, a.sha256, a.outcome) for a in arrivals} == {
+        (payload.size, payload.sha256(), "eof")
+    }
+
+
+def test_client_keeps_ticking_during_a_256MiB_send(target: Target) -> None:
+    """The talk's other_task: the client's 10 ms ticker keeps firing while 256 MiB go out."""
+    with NeutralSink() as sink:
+        run = run_client(target, sink.port, "--size", "256MiB")
+        (arrival,) = sink.wait()
+    sent = run.sent
+    assert arrival.bytes == sent["bytes"] == 256 * MiB
+    due = sent["seconds"] / 0.010
+    # Generous: a third of the ticks that were due (a starved loop gets a handful).
+    assert sent["ticks"] >= max(3, due / 3), sent
+    assert 0 <= sent["loop_delay_ms"]["p50"] <= sent["loop_delay_ms"]["p99"]
+
+
+def test_client_streams_without_buffering_the_payload(target: Target) -> None:
+    """Peak RSS for 1 GiB stays within 10 MiB of the peak for 1 MiB: nothing is buffered."""
+    peaks = {}
+    for size in ("1MiB", "1GiB"):
+        with NeutralSink() as sink:
+            run = run_client(target, sink.port, "--size", size, timeout=120)
+            sink.wait(timeout=120)
+        peaks[size] = run.sent["peak_rss_kib"]
+    assert peaks["1GiB"] - peaks["1MiB"] <= 10 * 1024, peaks
+
+
+def test_client_reports_a_refused_connection(target: Target) -> None:
+    """Nobody listening: exit 1, one line on stderr, and an error event saying 0 bytes."""
+    run = run_client(target, free_port(), "--size", "1MiB")
+    assert run.returncode == 1
+    assert run.stderr.strip().count("\n") == 0, run.stderr
+    assert "refused" in run.stderr and "Traceback" not in run.stderr
+    assert run.events == [{"event": "error", "message": "connection refused", "bytes": 0}]
