@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from asyncio_impl import loops
+from asyncio_impl.ticker import start_ticker
 from common.accounting import SendAccount
-from common.events import describe
 from common.interface import Progress, SendFailed, SendOptions, SendResult, describe_error
 from common.loopdelay import LoopDelay
 from common.payload import TALK_SIZE, Payload
-
-from asyncio_impl import loops
-from asyncio_impl.ticker import start_ticker
 
 __all__ = ["main", "send", "send_all", "send_one"]
 

@@ -76,8 +76,13 @@ class Signals:
 async def wait_idle(sink: Sink, timeout: float | None, signals: Signals | None = None) -> bool:
     """Wait until ``sink`` has no open connection, at most ``timeout`` seconds, or until a
     signal arrives; return whether it is idle."""
-    idle = asyncio.get_running_loop().create_future()
-    sink.when_idle(lambda: idle.done() or idle.set_result(None))
+    idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set_idle() -> None:
+        if not idle.done():
+            idle.set_result(None)
+
+    sink.when_idle(set_idle)
     waiters: set[asyncio.Future[Any]] = {idle}
     interrupt = asyncio.ensure_future(signals.wait()) if signals is not None else None
     if interrupt is not None:

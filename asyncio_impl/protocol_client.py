@@ -11,12 +11,11 @@ import asyncio
 from collections.abc import Iterator
 from typing import cast
 
+from asyncio_impl import loops
+from asyncio_impl.client import send_all
 from common.accounting import SendAccount
 from common.interface import Progress, SendOptions, SendResult
 from common.payload import TALK_SIZE, Payload
-
-from asyncio_impl import loops
-from asyncio_impl.client import send_all
 
 __all__ = ["PayloadProtocol", "main", "send", "send_one"]
 

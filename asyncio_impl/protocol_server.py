@@ -10,12 +10,11 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
+from asyncio_impl import loops
+from asyncio_impl.server import BACKLOG, serve_until_stopped
 from common.events import EOF, ERROR, RESET, Event, describe
 from common.interface import ServeOptions, format_peer
 from common.sink import Connection, Sink
-
-from asyncio_impl import loops
-from asyncio_impl.server import BACKLOG, serve_until_stopped
 
 __all__ = ["SinkProtocol", "main", "serve", "start_listening"]
 

@@ -12,13 +12,12 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 
+from asyncio_impl import loops
+from asyncio_impl.ticker import start_ticker
 from common.events import EOF, ERROR, RESET, Event, Listening, describe
 from common.interface import ServeOptions, format_peer
 from common.loopdelay import LoopDelay
 from common.sink import Sink
-
-from asyncio_impl import loops
-from asyncio_impl.ticker import start_ticker
 
 __all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
 

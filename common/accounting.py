@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Union
 
 __all__ = ["DIGESTS", "Buffer", "ByteAccount", "SendAccount"]
 
 DIGESTS = ("none", "sha256")
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 
 class ByteAccount:

@@ -28,7 +28,7 @@ from common.interface import (
     describe_error,
 )
 from common.payload import DEFAULT_CHUNK_SIZE, PATTERNS, TALK_SIZE, Payload, PayloadError
-from common.sizes import SizeError, format_size, parse_size
+from common.sizes import SizeError, parse_size
 
 __all__ = ["main"]
 
@@ -99,35 +99,60 @@ def build_parser() -> Parser:
 
     serve = commands.add_parser("serve", help="run a sink server until SIGINT or SIGTERM")
     _common_arguments(serve)
-    serve.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE,
-                       help="seconds open transfers get after a signal (default %(default)s)")
+    serve.add_argument(
+        "--grace",
+        type=_seconds,
+        default=DEFAULT_GRACE,
+        help="seconds open transfers get after a signal (default %(default)s)",
+    )
 
     send = commands.add_parser("send", help="stream a payload to a sink")
     _common_arguments(send)
-    send.add_argument("--size", type=_size, default=None,
-                      help=f"bytes per connection: 73400320, 70MB, 64KiB, 1GiB "
-                           f"(default {TALK_SIZE}, the talk's)")
-    send.add_argument("--pattern", choices=PATTERNS, default="foobar",
-                      help="what to send (default: the talk's foobar\\n)")
-    send.add_argument("--seed", type=_bounded("seed", 0, 2**63, int), default=0,
-                      help="seed of the random pattern")
+    send.add_argument(
+        "--size",
+        type=_size,
+        default=None,
+        help=f"bytes per connection: 73400320, 70MB, 64KiB, 1GiB (default {TALK_SIZE}, the talk's)",
+    )
+    send.add_argument(
+        "--pattern",
+        choices=PATTERNS,
+        default="foobar",
+        help="what to send (default: the talk's foobar\\n)",
+    )
+    send.add_argument(
+        "--seed", type=_bounded("seed", 0, 2**63, int), default=0, help="seed of the random pattern"
+    )
     send.add_argument("--file", default=None, help="send this file's bytes instead of a pattern")
-    send.add_argument("--connections", type=_bounded("connections", 1, MAX_CONNECTIONS, int),
-                      default=1, help="concurrent connections, each sending --size bytes")
-    send.add_argument("--chunk-size", type=_bounded("chunk size", 1, MAX_CHUNK_SIZE, parse_size),
-                      default=DEFAULT_CHUNK_SIZE, help="bytes per write (default 256KiB)")
+    send.add_argument(
+        "--connections",
+        type=_bounded("connections", 1, MAX_CONNECTIONS, int),
+        default=1,
+        help="concurrent connections, each sending --size bytes",
+    )
+    send.add_argument(
+        "--chunk-size",
+        type=_bounded("chunk size", 1, MAX_CHUNK_SIZE, parse_size),
+        default=DEFAULT_CHUNK_SIZE,
+        help="bytes per write (default 256KiB)",
+    )
     return parser
 
 
 def _common_arguments(parser: Parser) -> None:
-    parser.add_argument("--impl", default=DEFAULT_IMPL,
-                        help=f"implementation, see 'nbio impls' (default {DEFAULT_IMPL})")
+    parser.add_argument(
+        "--impl",
+        default=DEFAULT_IMPL,
+        help=f"implementation, see 'nbio impls' (default {DEFAULT_IMPL})",
+    )
     parser.add_argument("--loop", default="default", help="loop or reactor (default: default)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="default %(default)s")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                        help="default %(default)s; 0 takes a free port")
-    parser.add_argument("--digest", choices=DIGESTS, default="none",
-                        help="hash what passes (default none)")
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="default %(default)s; 0 takes a free port"
+    )
+    parser.add_argument(
+        "--digest", choices=DIGESTS, default="none", help="hash what passes (default none)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
@@ -222,8 +247,10 @@ def run_impls(args: argparse.Namespace) -> int:
         return 0
     for entry in registry.ENTRIES:
         if entry in available:
-            print(f"{entry.name:<20} {entry.framework:<10} {entry.variant:<10} "
-                  f"loops: {', '.join(entry.available_loops())}")
+            print(
+                f"{entry.name:<20} {entry.framework:<10} {entry.variant:<10} "
+                f"loops: {', '.join(entry.available_loops())}"
+            )
         else:
             print(f"{entry.name:<20} not installed: pip install 'nbio[{entry.extra}]'")
     return 0
@@ -232,14 +259,22 @@ def run_impls(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     entry = _entry(args)
     _check_host(args.host)
-    options = ServeOptions(impl=entry.name, host=args.host, port=args.port, loop=args.loop,
-                           digest=args.digest, grace=args.grace)
+    options = ServeOptions(
+        impl=entry.name,
+        host=args.host,
+        port=args.port,
+        loop=args.loop,
+        digest=args.digest,
+        grace=args.grace,
+    )
     implementation = registry.load(entry)
     try:
         implementation.serve(options, _printer(args.json))
     except OSError as exc:
-        print(f"nbio serve: error: cannot listen on {args.host}:{args.port}: "
-              f"{describe_error(exc)}", file=sys.stderr)
+        print(
+            f"nbio serve: error: cannot listen on {args.host}:{args.port}: {describe_error(exc)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -248,9 +283,15 @@ def run_send(args: argparse.Namespace) -> int:
     entry = _entry(args)
     _check_host(args.host)
     payload = _payload(args)
-    options = SendOptions(payload=payload, host=args.host, port=args.port, loop=args.loop,
-                          connections=args.connections, digest=args.digest,
-                          chunk_size=args.chunk_size)
+    options = SendOptions(
+        payload=payload,
+        host=args.host,
+        port=args.port,
+        loop=args.loop,
+        connections=args.connections,
+        digest=args.digest,
+        chunk_size=args.chunk_size,
+    )
     implementation = registry.load(entry)
     emit = _printer(args.json)
     try:
@@ -262,9 +303,17 @@ def run_send(args: argparse.Namespace) -> int:
             emit(error)
         print(f"nbio send: error: {exc.message} ({exc.bytes_sent} bytes sent)", file=sys.stderr)
         return 1
-    emit(Sent(bytes=result.bytes, sha256=result.sha256, seconds=result.seconds,
-              connections=result.connections, loop_delay=result.loop_delay,
-              peak_rss_kib=usage.peak_rss_kib(), cpu_s=usage.cpu_seconds()))
+    emit(
+        Sent(
+            bytes=result.bytes,
+            sha256=result.sha256,
+            seconds=result.seconds,
+            connections=result.connections,
+            loop_delay=result.loop_delay,
+            peak_rss_kib=usage.peak_rss_kib(),
+            cpu_s=usage.cpu_seconds(),
+        )
+    )
     return 0
 
 

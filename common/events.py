@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from common.loopdelay import DelayStats
 from common.sizes import human_size
@@ -52,7 +52,9 @@ class Listening:
     loop_impl: str = ""
 
     def text(self) -> str:
-        return f"{self.impl} listening on {self.host}:{self.port} ({self.loop} loop: {self.loop_impl})"
+        return (
+            f"{self.impl} listening on {self.host}:{self.port} ({self.loop} loop: {self.loop_impl})"
+        )
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class Error:
         return f"error: {self.message} ({self.bytes} bytes sent)"
 
 
-Event = Union[Listening, Received, Stopped, Sent, Error]
+Event = Listening | Received | Stopped | Sent | Error
 
 
 def to_json(event: Event) -> str:

@@ -27,7 +27,11 @@ class DelayStats:
     max_ms: float
 
     def to_json(self) -> dict[str, float]:
-        return {"p50": round(self.p50_ms, 3), "p99": round(self.p99_ms, 3), "max": round(self.max_ms, 3)}
+        return {
+            "p50": round(self.p50_ms, 3),
+            "p99": round(self.p99_ms, 3),
+            "max": round(self.max_ms, 3),
+        }
 
 
 class LoopDelay:

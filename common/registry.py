@@ -111,7 +111,7 @@ def available() -> list[Entry]:
     return [entry for entry in ENTRIES if not entry.missing()]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Loaded:
     name: str
     _server: Server

@@ -21,7 +21,7 @@ __all__ = ["Connection", "Sink"]
 class Connection:
     """One live sink connection."""
 
-    __slots__ = ("_abort", "account", "aborting", "mark", "peer")
+    __slots__ = ("_abort", "aborting", "account", "mark", "peer")
 
     def __init__(self, peer: str, digest: str, mark: int, abort: Callable[[], None]) -> None:
         self.peer = peer

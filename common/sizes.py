@@ -38,17 +38,18 @@ def parse_size(text: str) -> int:
         if text.strip().startswith("-"):
             raise SizeError(f"size must not be negative: {text!r}")
         raise SizeError(f"not a size: {text!r} (try 73400320, 70MB, 64KiB or 1GiB)")
-    unit = match["unit"].lower()
+    unit: str = match["unit"].lower()
     if unit not in _UNITS:
         raise SizeError(
-            f"unknown unit {match['unit']!r} in {text!r} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            f"unknown unit {match['unit']!r} in {text!r} "
+            "(use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
         )
-    number = match["number"]
+    number: str = match["number"]
     whole, _, fraction = number.partition(".")
     scale = _UNITS[unit]
     # Exact integer arithmetic: 1.5GiB is 1610612736 bytes, 0.5B is an error.
     numerator = int(whole + fraction) * scale
-    denominator = 10 ** len(fraction)
+    denominator: int = 10 ** len(fraction)
     if numerator % denominator:
         raise SizeError(f"{text!r} is not a whole number of bytes")
     size = numerator // denominator

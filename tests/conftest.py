@@ -8,9 +8,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from harness import Target
 
 from common import registry
-from harness import Target
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,7 +40,9 @@ def _param(targets: tuple[Target, ...]) -> object:
         if entry.missing():
             reasons.append(f"{entry.name} needs {', '.join(entry.missing())}, not installed")
         elif entry.loop(target.loop).missing():
-            reasons.append(f"loop {target.loop} needs {', '.join(entry.loop(target.loop).missing())}")
+            reasons.append(
+                f"loop {target.loop} needs {', '.join(entry.loop(target.loop).missing())}"
+            )
     marks = [pytest.mark.skip(reason="; ".join(reasons))] if reasons else []
     return pytest.param(*targets, marks=marks, id="-to-".join(t.id for t in targets))
 

@@ -4,7 +4,6 @@ stdlib-socket sink and client that they are checked against. Imports no framewor
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import socket
@@ -47,8 +46,18 @@ class ServerProcess:
     def __init__(self, target: Target, *args: str) -> None:
         self.target = target
         self.proc = subprocess.Popen(
-            [*NBIO, "serve", "--impl", target.impl, "--loop", target.loop, "--port", "0",
-             "--json", *args],
+            [
+                *NBIO,
+                "serve",
+                "--impl",
+                target.impl,
+                "--loop",
+                target.loop,
+                "--port",
+                "0",
+                "--json",
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -128,8 +137,18 @@ class ClientRun:
 def run_client(target: Target, port: int, *args: str, timeout: float = WAIT) -> ClientRun:
     """Run ``nbio send --json`` to completion."""
     done = subprocess.run(
-        [*NBIO, "send", "--impl", target.impl, "--loop", target.loop, "--port", str(port),
-         "--json", *args],
+        [
+            *NBIO,
+            "send",
+            "--impl",
+            target.impl,
+            "--loop",
+            target.loop,
+            "--port",
+            str(port),
+            "--json",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -224,5 +243,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOCALHOST, 0))
         return int(sock.getsockname()[1])
-
-

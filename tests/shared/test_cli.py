@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness import Target, run_nbio
 
 from common import registry
-from harness import Target, run_nbio
 
 BAD_INPUT = [
     (["send", "--size", "lots"], "not a size"),
@@ -76,8 +76,9 @@ def test_sending_with_asyncio_imports_no_other_framework() -> None:
         "registry.load(registry.get('asyncio-streams'))\n"
         "print(sorted(m for m in ('twisted', 'tornado') if m in sys.modules))\n"
     )
-    done = __import__("subprocess").run([sys.executable, "-c", code], capture_output=True,
-                                        text=True, timeout=60)
+    done = __import__("subprocess").run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert done.stdout.strip() == "[]", done.stderr
 
 

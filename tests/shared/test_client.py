@@ -6,9 +6,9 @@ import random
 from pathlib import Path
 
 import pytest
+from harness import NeutralSink, Target, free_port, run_client
 
 from common.payload import TALK_SIZE, Payload
-from harness import NeutralSink, Target, free_port, run_client
 
 SIZES = [0, 1, 65535, 65536, 65537, *sorted(random.Random(1234).sample(range(2, 8 << 20), 3))]
 MiB = 1024 * 1024
@@ -19,8 +19,18 @@ def test_client_delivers_every_byte(target: Target, size: int) -> None:
     """Every byte the client reports sent reaches a plain socket sink, in order."""
     payload = Payload(size, pattern="random", seed=7)
     with NeutralSink() as sink:
-        run = run_client(target, sink.port, "--size", str(size), "--pattern", "random",
-                         "--seed", "7", "--digest", "sha256")
+        run = run_client(
+            target,
+            sink.port,
+            "--size",
+            str(size),
+            "--pattern",
+            "random",
+            "--seed",
+            "7",
+            "--digest",
+            "sha256",
+        )
         (arrival,) = sink.wait()
     assert run.sent["bytes"] == size
     assert run.sent["sha256"] == payload.sha256()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from harness import ServerProcess, Target, run_client
 
 from common.payload import Payload
-from harness import ServerProcess, Target, run_client
 
 
 @pytest.mark.parametrize("size", [65537, 5 * 1024 * 1024 + 3])
@@ -15,8 +15,18 @@ def test_client_and_server_agree_on_every_byte(
     """Sent and received counts and sha256 digests match across frameworks."""
     payload = Payload(size, pattern="random", seed=size)
     with ServerProcess(server_target, "--digest", "sha256") as server:
-        run = run_client(client_target, server.port, "--size", str(size), "--pattern", "random",
-                         "--seed", str(size), "--digest", "sha256")
+        run = run_client(
+            client_target,
+            server.port,
+            "--size",
+            str(size),
+            "--pattern",
+            "random",
+            "--seed",
+            str(size),
+            "--digest",
+            "sha256",
+        )
         (received,) = server.received()
         server.stop()
     assert run.sent["bytes"] == received["bytes"] == size

@@ -1,0 +1,54 @@
+"""The JSON lines: the documented fields, in one object per line."""
+
+from __future__ import annotations
+
+import json
+
+from common.events import Error, Listening, Received, Sent, Stopped, describe, to_json
+from common.loopdelay import DelayStats
+
+STATS = DelayStats(ticks=3, p50_ms=0.5, p99_ms=2.25, max_ms=3.0)
+
+
+def test_json_has_the_documented_fields() -> None:
+    """Each event's JSON carries the fields the README and the issue name."""
+    cases = [
+        (
+            Listening("asyncio-streams", "default", "127.0.0.1", 1234, "x"),
+            {"event", "impl", "loop", "host", "port", "loop_impl"},
+        ),
+        (
+            Received("127.0.0.1:5", 10, None, 0.5, "eof", STATS),
+            {"event", "peer", "bytes", "sha256", "seconds", "outcome", "loop_delay_ms", "ticks"},
+        ),
+        (Stopped(1, 10, {"eof": 1}), {"event", "connections", "bytes", "outcomes"}),
+        (
+            Sent(10, "ab", 0.5, 1, STATS, 2048, 0.25),
+            {
+                "event",
+                "bytes",
+                "sha256",
+                "seconds",
+                "connections",
+                "loop_delay_ms",
+                "ticks",
+                "peak_rss_kib",
+                "cpu_s",
+            },
+        ),
+        (Error("connection refused", 0), {"event", "message", "bytes"}),
+    ]
+    for event, fields in cases:
+        line = to_json(event)
+        assert "\n" not in line
+        data = json.loads(line)
+        assert set(data) == fields
+        assert data["event"] == event.event
+        assert describe(event)
+
+
+def test_loop_delay_is_reported_in_milliseconds() -> None:
+    """loop_delay_ms holds p50, p99 and max; ticks stands beside it."""
+    data = json.loads(to_json(Sent(1, None, 1.0, 1, STATS)))
+    assert data["loop_delay_ms"] == {"p50": 0.5, "p99": 2.25, "max": 3.0}
+    assert data["ticks"] == 3

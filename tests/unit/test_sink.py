@@ -1,0 +1,58 @@
+"""The framework-free sink state: connections, totals, abort and idle, with no sockets."""
+
+from __future__ import annotations
+
+from common.events import Event, Received
+from common.loopdelay import LoopDelay
+from common.sink import Sink
+
+
+def _sink() -> tuple[Sink, list[Event]]:
+    events: list[Event] = []
+    delay = LoopDelay()
+    delay.start(0.0)
+    return Sink("sha256", delay, events.append), events
+
+
+def test_totals_are_the_sums_of_the_received_events() -> None:
+    """stopped() adds up exactly what was reported per connection."""
+    sink, events = _sink()
+    first = sink.open("a:1", 0.0, lambda: None)
+    second = sink.open("b:2", 0.0, lambda: None)
+    first.feed(b"x" * 10, 1.0)
+    second.feed(b"y" * 5, 1.0)
+    sink.close(first, "eof", 2.0)
+    sink.close(second, "reset", 2.0)
+    stopped = sink.stopped()
+    received = [e for e in events if isinstance(e, Received)]
+    assert stopped.bytes == sum(r.bytes for r in received) == 15
+    assert stopped.connections == 2
+    assert stopped.outcomes == {"eof": 1, "reset": 1}
+
+
+def test_abort_all_marks_connections_aborted_and_calls_back_when_idle() -> None:
+    """Aborted connections report 'aborted' whatever their edge saw; idle fires at the end."""
+    sink, events = _sink()
+    aborted: list[str] = []
+    connection = sink.open("a:1", 0.0, lambda: aborted.append("a"))
+    idle: list[bool] = []
+    sink.when_idle(lambda: idle.append(True))
+    assert sink.abort_all() == 1
+    assert aborted == ["a"] and idle == []
+    sink.close(connection, "eof", 1.0)  # a transport closed by abort() looks like EOF
+    assert idle == [True]
+    assert isinstance(events[-1], Received) and events[-1].outcome == "aborted"
+
+
+def test_loop_delay_history_is_kept_only_for_open_connections() -> None:
+    """Samples older than every open connection are forgotten."""
+    sink, _ = _sink()
+    now = 0.01
+    for _ in range(100):
+        now += sink.delay.tick(now)
+    connection = sink.open("a:1", now, lambda: None)
+    sink.delay.tick(now + 0.5)
+    received = sink.close(connection, "eof", now + 1)
+    assert received.loop_delay.ticks == 1
+    assert received.loop_delay.max_ms > 400
+    assert sink.delay.stats().ticks == 0
