@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
-from common import registry, usage
+from common import bench, registry, usage
 from common.accounting import DIGESTS
 from common.events import Error, Event, Sent, describe, to_json
 from common.interface import (
@@ -28,7 +28,7 @@ from common.interface import (
     describe_error,
 )
 from common.payload import DEFAULT_CHUNK_SIZE, PATTERNS, TALK_SIZE, Payload, PayloadError
-from common.sizes import SizeError, parse_size
+from common.sizes import SizeError, human_size, parse_size
 
 __all__ = ["main"]
 
@@ -135,6 +135,17 @@ def build_parser() -> Parser:
         type=_bounded("chunk size", 1, MAX_CHUNK_SIZE, parse_size),
         default=DEFAULT_CHUNK_SIZE,
         help="bytes per write (default 256KiB)",
+    )
+    demo = commands.add_parser(
+        "demo", help="run a sink and a client as two processes and print the throughput"
+    )
+    demo.add_argument("--impl", default=DEFAULT_IMPL, help=f"default {DEFAULT_IMPL}")
+    demo.add_argument("--loop", default="default", help="loop or reactor (default: default)")
+    demo.add_argument(
+        "--size",
+        type=_size,
+        default=TALK_SIZE,
+        help=f"bytes to send (default {TALK_SIZE}, the talk's)",
     )
     return parser
 
@@ -317,10 +328,37 @@ def run_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    entry = _entry(args)
+    target = (entry.name, args.loop)
+    print(
+        f"{entry.name} ({args.loop} loop): sink server and client in two processes, "
+        f"sending {args.size} bytes ({human_size(args.size)}) of foobar over 127.0.0.1",
+        flush=True,
+    )
+    try:
+        transfer = bench.run_transfer(target, target, ["--size", str(args.size)])
+    except bench.TransferFailed as exc:
+        print(f"nbio demo: error: {exc}", file=sys.stderr)
+        return 1
+    sent, (received,) = transfer.sent, transfer.received
+    print(
+        f"server received {received['bytes']} bytes in {received['seconds']:.3f} s: "
+        f"{transfer.server_mb_per_s:.1f} MB/s (first byte to EOF), sha256 matches"
+    )
+    print(
+        f"client: CPU {sent['cpu_s']:.2f} s, peak RSS {sent['peak_rss_kib'] / 1024:.1f} MiB, "
+        f"{sent['ticks']} ticks of its 10 ms ticker, loop delay p99 "
+        f"{sent['loop_delay_ms']['p99']:.1f} ms"
+    )
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "impls": run_impls,
     "serve": run_serve,
     "send": run_send,
+    "demo": run_demo,
 }
 
 
