@@ -90,6 +90,22 @@ ENTRIES: tuple[Entry, ...] = (
         client="asyncio_impl.protocol_client",
         loops=(Loop("default"), Loop("uvloop", ("uvloop",))),
     ),
+    Entry(
+        name="twisted",
+        framework="twisted",
+        variant="protocol",
+        server="twisted_impl.server",
+        client="twisted_impl.client",
+        requires=("twisted",),
+        loops=(
+            Loop("default"),  # epollreactor on Linux
+            Loop("poll"),
+            Loop("select"),
+            Loop("asyncio"),  # AsyncioSelectorReactor on asyncio's own loop
+            Loop("uvloop", ("uvloop",)),  # AsyncioSelectorReactor on uvloop
+        ),
+        extra="twisted",
+    ),
 )
 
 

@@ -1,0 +1,168 @@
+"""Large-payload client on Twisted: the protocol is its own push producer, registered on
+the transport; the transport pauses it when its buffer passes ``bufferSize`` and resumes it
+when the buffer is empty. Nothing is poured into ``transport.write()`` unasked.
+
+Siblings: asyncio_impl/client.py, asyncio_impl/protocol_client.py, tornado_impl/client.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+from twisted.internet import defer, error, task
+from twisted.internet.base import ReactorBase
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from common.accounting import SendAccount
+from common.interface import Progress, SendFailed, SendOptions, SendResult
+from common.loopdelay import LoopDelay
+from common.payload import TALK_SIZE, Payload
+from twisted_impl import loops
+from twisted_impl.ticker import start_ticker
+
+__all__ = ["PayloadProtocol", "describe_failure", "main", "send", "send_all", "send_one"]
+
+# --- connection -------------------------------------------------------------------------
+
+
+@implementer(IPushProducer)
+class PayloadProtocol(Protocol):
+    """Writes a payload whenever the transport is not paused, then closes."""
+
+    def __init__(
+        self, chunks: Iterator[bytes], account: SendAccount, progress: Progress, clock: IReactorTime
+    ) -> None:
+        self._chunks = chunks
+        self._account = account
+        self._progress = progress
+        self._clock = clock
+        self._paused = False
+        self._finished = False
+        self.done: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self._transport = cast(ITCPTransport, self.transport)
+        self._consumer = cast(IConsumer, self.transport)  # every Twisted transport is one
+        self._consumer.registerProducer(self, True)  # True: a push (streaming) producer
+        # A push producer must start itself: the transport only pauses and resumes it.
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        # Called from inside write() once the transport holds more than bufferSize (64 KiB).
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        # Called once the reactor has sent everything the transport held (SEND_LIMIT,
+        # 128 KiB, per writable event).
+        self._paused = False
+        while not self._paused and not self._finished:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._finished = True
+                self._consumer.unregisterProducer()
+                self._transport.loseConnection()  # sends what is buffered, then FIN
+                return
+            self._transport.write(chunk)  # only appends to a list: the reactor sends later
+            self._account.feed(chunk, self._clock.seconds())
+            self._progress(len(chunk))
+
+    def stopProducing(self) -> None:
+        # The connection is going away; note what never left the transport's buffers.
+        self._account.buffered = _buffered(self.transport)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(error.ConnectionDone) and self._finished:
+            self.done.callback(None)
+        elif reason.check(error.ConnectionDone):
+            self.done.errback(BrokenPipeError("closed by peer before the payload was sent"))
+        else:
+            self._account.buffered = max(self._account.buffered, _buffered(self.transport))
+            self.done.errback(reason)
+
+
+def _buffered(transport: object) -> int:
+    """Bytes a Twisted transport holds but has not sent. Twisted has no public call for this:
+    these are FileDescriptor's buffers (twisted/internet/abstract.py)."""
+    data = getattr(transport, "dataBuffer", b"")
+    return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+
+async def send_one(
+    reactor: ReactorBase, options: SendOptions, account: SendAccount, progress: Progress
+) -> None:
+    """Stream the payload over one connection through a :class:`PayloadProtocol`."""
+    chunks = options.payload.chunks(options.chunk_size)
+    endpoint = HostnameEndpoint(reactor, options.host, options.port)
+    protocol = await connectProtocol(endpoint, PayloadProtocol(chunks, account, progress, reactor))
+    try:
+        await protocol.done
+    except BaseException:
+        account.buffered = max(account.buffered, _buffered(protocol.transport))
+        protocol.transport.abortConnection()
+        raise
+
+
+def describe_failure(failure: Failure) -> str:
+    """Return the same short message for a Twisted failure as the other clients give."""
+    from common.interface import describe_error
+
+    if failure.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if failure.check(error.ConnectionLost):
+        return "connection reset by peer"
+    if failure.check(error.DNSLookupError):
+        return "cannot resolve host"
+    if failure.check(error.TimeoutError, error.TCPTimedOutError):
+        return "timed out"
+    value = failure.value
+    if isinstance(value, error.ConnectError) and isinstance(value.osError, OSError):
+        return describe_error(value.osError)
+    return describe_error(value) if value is not None else "failed"
+
+
+# --- client -----------------------------------------------------------------------------
+
+
+async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progress) -> SendResult:
+    """Run ``options.connections`` transfers at once on this reactor, with the ticker beside
+    them."""
+    delay = LoopDelay()
+    stop_ticker = start_ticker(reactor, delay)
+    accounts = [SendAccount(options.digest) for _ in range(options.connections)]
+    started = reactor.seconds()
+    transfers = [Deferred.fromCoroutine(send_one(reactor, options, a, progress)) for a in accounts]
+    try:
+        await defer.gatherResults(transfers, consumeErrors=True)
+    except defer.FirstError as exc:
+        for transfer in transfers:
+            transfer.cancel()
+        await defer.DeferredList(transfers, consumeErrors=True)
+        went_out = sum(account.handed_to_kernel for account in accounts)
+        raise SendFailed(describe_failure(exc.subFailure), went_out) from None
+    finally:
+        stop_ticker()
+    return SendResult.from_accounts(accounts, reactor.seconds() - started, delay.stats())
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def send(options: SendOptions, progress: Progress) -> SendResult:
+    """Send on the reactor that ``options.loop`` names; raise SendFailed if any transfer fails."""
+    return loops.run(lambda reactor: send_all(reactor, options, progress), options.loop)
+
+
+async def main(reactor: ReactorBase) -> None:
+    """Send the talk's 73,400,320 bytes of ``foobar\\n`` to 127.0.0.1:1234."""
+    result = await send_all(reactor, SendOptions(Payload(TALK_SIZE)), lambda count: None)
+    print(f"sent {result.bytes} bytes in {result.seconds:.3f} s")
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor)))

@@ -1,0 +1,149 @@
+"""Running Twisted: on which reactor (epoll, poll, select, or asyncio's loop, optionally
+uvloop), until which signal.
+
+A reactor must be installed before anything imports ``twisted.internet.reactor``, and
+cannot be restarted: :func:`run` installs the chosen one, runs it once, and hands it to
+``main`` as a parameter; no module of ours imports the global reactor.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Coroutine
+from types import FrameType
+from typing import Any, TypeVar, cast
+
+from twisted.internet import defer
+from twisted.internet.base import ReactorBase
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+from common.sink import Sink
+
+__all__ = ["Signals", "describe", "install", "run", "wait_idle"]
+
+T = TypeVar("T")
+
+
+def install(name: str) -> ReactorBase:
+    """Install the reactor called ``name`` and return it."""
+    if name == "default":
+        from twisted.internet import default  # epoll on Linux, kqueue on BSD and macOS
+
+        default.install()
+    elif name == "poll":
+        from twisted.internet import pollreactor
+
+        pollreactor.install()
+    elif name == "select":
+        from twisted.internet import selectreactor  # cannot watch descriptors >= 1024
+
+        selectreactor.install()
+    elif name in ("asyncio", "uvloop"):
+        import asyncio
+
+        from twisted.internet import asyncioreactor
+
+        loop: asyncio.AbstractEventLoop
+        if name == "uvloop":
+            import uvloop  # imported only when asked for: it is an optional extra
+
+            loop = uvloop.new_event_loop()
+        else:
+            loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        asyncioreactor.install(eventloop=loop)
+    else:
+        raise ValueError(f"unknown Twisted reactor {name!r}")
+    from twisted.internet import reactor
+
+    return cast(ReactorBase, reactor)
+
+
+def run(main: Callable[[ReactorBase], Coroutine[Any, Any, T]], loop: str) -> T:
+    """Install the reactor ``loop``, run ``main(reactor)`` on it, and return its result.
+
+    Like ``task.react``, but it returns instead of exiting the process, and leaves
+    SIGINT and SIGTERM to :class:`Signals`.
+    """
+    reactor = install(loop)
+    outcome: list[object] = []
+
+    def start() -> None:
+        finished = Deferred.fromCoroutine(main(reactor))
+        finished.addBoth(outcome.append)
+        finished.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run(installSignalHandlers=False)
+    (result,) = outcome
+    if isinstance(result, Failure):
+        result.raiseException()
+    return cast(T, result)
+
+
+def describe(reactor: object) -> str:
+    """Name the reactor in use, and the loop under an asyncio reactor."""
+    name = type(reactor).__name__
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None:
+        name += f"/{type(loop).__module__.split('.')[0]}.{type(loop).__name__}"
+    return name
+
+
+class Signals:
+    """SIGINT and SIGTERM, delivered on the reactor, counted so a second one can cut short."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, reactor: ReactorBase) -> None:
+        self._reactor = reactor
+        self._arrived: list[int] = []
+        self._waiting: list[Deferred[int]] = []
+        self._previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # A Python signal handler runs between two bytecodes of the main thread, maybe
+        # inside the reactor: hand the signal over the way Twisted's own handlers do.
+        self._reactor.callFromThread(self._deliver, signum)
+
+    def _deliver(self, signum: int) -> None:
+        if self._waiting:
+            self._waiting.pop(0).callback(signum)
+        else:
+            self._arrived.append(signum)
+
+    def wait(self) -> Deferred[int]:
+        """A Deferred that fires with the next signal's number."""
+        if self._arrived:
+            return defer.succeed(self._arrived.pop(0))
+        waiting: Deferred[int] = Deferred(lambda d: self._waiting.remove(d))
+        self._waiting.append(waiting)
+        return waiting
+
+    def close(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+async def wait_idle(
+    reactor: IReactorTime, sink: Sink, timeout: float | None, signals: Signals | None = None
+) -> bool:
+    """Wait until ``sink`` has no open connection, at most ``timeout`` seconds, or until a
+    signal arrives; return whether it is idle."""
+    idle: Deferred[None] = Deferred()
+    sink.when_idle(lambda: None if idle.called else idle.callback(None))
+    if timeout is None and signals is None:
+        await idle
+        return True
+    waiters: list[Deferred[Any]] = [idle]
+    if timeout is not None:
+        waiters.append(deferLater(reactor, timeout, lambda: None))
+    if signals is not None:
+        waiters.append(signals.wait())
+    await defer.race(waiters)  # the first to fire wins; race() cancels the others
+    return sink.live == 0

@@ -1,0 +1,132 @@
+"""Sink server on Twisted: a ``Protocol`` whose ``dataReceived`` counts and drops, built by
+a ``Factory``, listening with ``reactor.listenTCP``.
+
+RFC 863 Discard, counted, as ``twisted.protocols.wire.Discard`` does it in five lines.
+Siblings: asyncio_impl/server.py, asyncio_impl/protocol_server.py, tornado_impl/server.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+from twisted.internet import defer, error, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.base import ReactorBase
+from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.interface import ServeOptions, format_peer
+from common.loopdelay import LoopDelay
+from common.sink import Connection, Sink
+from twisted_impl import loops
+from twisted_impl.ticker import start_ticker
+
+__all__ = ["SinkFactory", "SinkProtocol", "main", "serve", "serve_until_stopped"]
+
+#: Connections the kernel queues before accept(); listenTCP's default is 50.
+BACKLOG = 1024
+
+# --- connection -------------------------------------------------------------------------
+
+
+class SinkProtocol(Protocol):
+    """Counts one connection's bytes until EOF, then reports it."""
+
+    def __init__(self, sink: Sink, clock: IReactorTime) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._connection: Connection | None = None
+
+    def connectionMade(self) -> None:
+        transport = cast(ITCPTransport, self.transport)
+        address = cast(IPv4Address, transport.getPeer())
+        peer = format_peer((address.host, address.port))
+        # abortConnection() drops what is buffered and closes with SO_LINGER (1, 0): an RST.
+        abort = transport.abortConnection
+        self._connection = self._sink.open(peer, self._clock.seconds(), abort)
+
+    def dataReceived(self, data: bytes) -> None:
+        # One recv(bufferSize = 64 KiB) per readiness event (twisted/internet/tcp.py).
+        assert self._connection is not None
+        self._connection.feed(data, self._clock.seconds())
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Not IHalfCloseableProtocol: the peer's EOF arrives here, as ConnectionDone.
+        if reason.check(error.ConnectionDone):
+            outcome = EOF
+        elif reason.check(error.ConnectionLost):
+            outcome = RESET
+        else:
+            outcome = ERROR
+        assert self._connection is not None
+        self._sink.close(self._connection, outcome, self._clock.seconds())
+
+
+class SinkFactory(Factory):
+    """Builds a :class:`SinkProtocol` per connection, all counting into one :class:`Sink`."""
+
+    def __init__(self, sink: Sink, clock: IReactorTime) -> None:
+        self._sink = sink
+        self._clock = clock
+
+    def buildProtocol(self, addr: IAddress | None) -> SinkProtocol:
+        return SinkProtocol(self._sink, self._clock)
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+async def serve_until_stopped(
+    reactor: ReactorBase, options: ServeOptions, emit: Callable[[Event], None]
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
+    ``options.grace`` seconds, abort the rest, and report the totals."""
+    delay = LoopDelay()
+    stop_ticker = start_ticker(reactor, delay)
+    signals = loops.Signals(reactor)
+    sink = Sink(options.digest, delay, emit)
+    try:
+        try:
+            port = reactor.listenTCP(  # type: ignore[attr-defined]
+                options.port, SinkFactory(sink, reactor), backlog=BACKLOG, interface=options.host
+            )
+        except error.CannotListenError as exc:
+            raise exc.socketError from None  # the OSError underneath, as the other servers raise
+        emit(
+            Listening(
+                options.impl,
+                options.loop,
+                options.host,
+                port.getHost().port,
+                loops.describe(reactor),
+            )
+        )
+        await signals.wait()
+        await port.stopListening()  # stop accepting; connections already accepted carry on
+        if not await loops.wait_idle(reactor, sink, options.grace, signals):
+            sink.abort_all()
+            await loops.wait_idle(reactor, sink, None)
+    finally:
+        stop_ticker()
+        signals.close()
+    emit(sink.stopped())
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
+    """Run the sink on the reactor that ``options.loop`` names until a signal stops it."""
+    loops.run(lambda reactor: serve_until_stopped(reactor, options, emit), options.loop)
+
+
+async def main(reactor: ReactorBase) -> None:
+    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
+    await serve_until_stopped(reactor, ServeOptions(impl="twisted"), lambda e: print(describe(e)))
+
+
+if __name__ == "__main__":
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor)))

@@ -1,0 +1,24 @@
+"""The talk's ``other_task`` on the reactor: ``callLater`` every 10 ms, measuring how late
+each call comes. Siblings: asyncio_impl/ticker.py, tornado_impl/ticker.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from common.loopdelay import LoopDelay
+
+__all__ = ["start_ticker"]
+
+
+def start_ticker(reactor: IReactorTime, delay: LoopDelay) -> Callable[[], None]:
+    """Tick on ``reactor`` into ``delay`` until the returned function is called."""
+    call: IDelayedCall
+
+    def tick() -> None:
+        nonlocal call
+        call = reactor.callLater(delay.tick(reactor.seconds()), tick)
+
+    call = reactor.callLater(delay.start(reactor.seconds()), tick)
+    return lambda: call.cancel()
