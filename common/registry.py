@@ -106,6 +106,16 @@ ENTRIES: tuple[Entry, ...] = (
         ),
         extra="twisted",
     ),
+    Entry(
+        name="tornado",
+        framework="tornado",
+        variant="iostream",
+        server="tornado_impl.server",
+        client="tornado_impl.client",
+        requires=("tornado",),
+        loops=(Loop("default"), Loop("uvloop", ("uvloop",))),  # the asyncio loop under the IOLoop
+        extra="tornado",
+    ),
 )
 
 

@@ -1,0 +1,6 @@
+"""The sink server and large-payload client on Tornado: a ``TCPServer`` whose
+``handle_stream`` reads into a buffer until the stream closes, and a client that awaits
+every ``IOStream.write``, on the IOLoop (which runs on asyncio's loop, or uvloop).
+
+Siblings with the same module names: asyncio_impl/, twisted_impl/.
+"""

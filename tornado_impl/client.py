@@ -1,0 +1,96 @@
+"""Large-payload client on Tornado: ``TCPClient().connect()``, then ``await stream.write(chunk)``
+for every chunk, then ``close()``.
+
+The write future resolves when that chunk has reached the kernel: awaiting it is the flow
+control that Tornado's maintainers recommend (tornado issue 1939), since
+``max_write_buffer_size`` is unlimited by default. Siblings: asyncio_impl/client.py,
+twisted_impl/client.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
+from tornado.tcpclient import TCPClient
+
+from common.accounting import SendAccount
+from common.interface import Progress, SendFailed, SendOptions, SendResult, describe_error
+from common.loopdelay import LoopDelay
+from common.payload import TALK_SIZE, Payload
+from tornado_impl import loops
+from tornado_impl.ticker import start_ticker
+
+__all__ = ["main", "send", "send_all", "send_one"]
+
+# --- connection -------------------------------------------------------------------------
+
+
+async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
+    """Stream the payload over one connection, one awaited write at a time."""
+    io_loop = IOLoop.current()
+    stream = await TCPClient().connect(options.host, options.port)
+    try:
+        for chunk in options.payload.chunks(options.chunk_size):
+            # write() sends inline until EAGAIN; the future resolves once the kernel has it.
+            await stream.write(chunk)
+            account.feed(chunk, io_loop.time())  # counted once the kernel took it
+            progress(len(chunk))
+    finally:
+        # Tornado has no half-close: close() shuts both directions. Every write future has
+        # resolved by now, so nothing buffered is dropped.
+        stream.close()
+
+
+# --- client -----------------------------------------------------------------------------
+
+
+async def send_all(options: SendOptions, progress: Progress) -> SendResult:
+    """Run ``options.connections`` transfers at once on this IOLoop, with the ticker beside
+    them."""
+    io_loop = IOLoop.current()
+    delay = LoopDelay()
+    stop_ticker = start_ticker(io_loop, delay)
+    accounts = [SendAccount(options.digest) for _ in range(options.connections)]
+    started = io_loop.time()
+    tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
+    try:
+        await asyncio.gather(*tasks)
+    except (OSError, StreamClosedError) as exc:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        went_out = sum(account.handed_to_kernel for account in accounts)
+        raise SendFailed(describe_stream_error(exc), went_out) from None
+    finally:
+        stop_ticker()
+    return SendResult.from_accounts(accounts, io_loop.time() - started, delay.stats())
+
+
+def describe_stream_error(exc: BaseException) -> str:
+    """The same short message as the other clients give; a StreamClosedError carries the
+    socket error underneath as ``real_error``."""
+    if isinstance(exc, StreamClosedError):
+        if exc.real_error is not None:
+            return describe_error(exc.real_error)
+        return "connection closed by peer before the payload was sent"
+    return describe_error(exc)
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def send(options: SendOptions, progress: Progress) -> SendResult:
+    """Send on the loop that ``options.loop`` names; raise SendFailed if any transfer fails."""
+    return loops.run(send_all(options, progress), options.loop)
+
+
+async def main() -> None:
+    """Send the talk's 73,400,320 bytes of ``foobar\\n`` to 127.0.0.1:1234."""
+    result = await send_all(SendOptions(Payload(TALK_SIZE)), lambda count: None)
+    print(f"sent {result.bytes} bytes in {result.seconds:.3f} s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

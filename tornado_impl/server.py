@@ -1,0 +1,108 @@
+"""Sink server on Tornado: a ``TCPServer`` whose ``handle_stream`` loops on
+``read_into(buffer, partial=True)`` until ``StreamClosedError``.
+
+Never ``read_until_close()`` in a sink: it buffers up to ``max_buffer_size`` (100 MB), then
+fails. Siblings: asyncio_impl/server.py, twisted_impl/server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.netutil import bind_sockets
+from tornado.tcpserver import TCPServer
+
+from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.interface import ServeOptions, format_peer
+from common.loopdelay import LoopDelay
+from common.sink import Sink
+from tornado_impl import loops
+from tornado_impl.ticker import start_ticker
+
+__all__ = ["SinkServer", "main", "serve", "serve_until_stopped"]
+
+#: Bytes per read_into(); IOStream's own read_chunk_size is 64 KiB too. Each connection has
+#: its own buffer: a pending read_into() owns it until the read completes.
+READ_SIZE = 64 * 1024
+#: Connections the kernel queues before accept(); bind_sockets' default is 128.
+BACKLOG = 1024
+
+# --- connection -------------------------------------------------------------------------
+
+
+class SinkServer(TCPServer):
+    """Counts each stream's bytes until it closes, then reports it."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    async def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
+        io_loop = IOLoop.current()
+        # IOStream has no abort: close() drops what it buffered and sends FIN, not RST.
+        connection = self._sink.open(format_peer(address), io_loop.time(), stream.close)
+        buffer = bytearray(READ_SIZE)
+        view = memoryview(buffer)
+        outcome = EOF
+        try:
+            while True:
+                count = await stream.read_into(buffer, partial=True)
+                connection.feed(view[:count], io_loop.time())
+        except StreamClosedError:
+            # No half-close in Tornado: a 0-byte read closes the whole stream, and the
+            # read fails with StreamClosedError; stream.error says whether it was clean.
+            if isinstance(stream.error, ConnectionResetError):
+                outcome = RESET
+            elif stream.error is not None:
+                outcome = ERROR
+        finally:
+            self._sink.close(connection, outcome, io_loop.time())
+            stream.close()
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> None:
+    """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
+    ``options.grace`` seconds, abort the rest, and report the totals."""
+    io_loop = IOLoop.current()
+    delay = LoopDelay()
+    stop_ticker = start_ticker(io_loop, delay)
+    signals = loops.Signals(asyncio.get_running_loop())
+    sink = Sink(options.digest, delay, emit)
+    try:
+        sockets = bind_sockets(options.port, address=options.host, backlog=BACKLOG)
+        server = SinkServer(sink)
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        emit(Listening(options.impl, options.loop, options.host, port, loops.describe(io_loop)))
+        await signals.wait()
+        server.stop()  # stop accepting; it leaves accepted streams open: the sink tracks them
+        if not await loops.wait_idle(sink, options.grace, signals):
+            sink.abort_all()
+            await loops.wait_idle(sink, None)
+    finally:
+        stop_ticker()
+        signals.close()
+    emit(sink.stopped())
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
+    """Run the sink on the loop that ``options.loop`` names until a signal stops it."""
+    loops.run(serve_until_stopped(options, emit), options.loop)
+
+
+async def main() -> None:
+    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
+    await serve_until_stopped(ServeOptions(impl="tornado"), lambda e: print(describe(e)))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,24 @@
+"""The talk's ``other_task`` on the IOLoop: ``IOLoop.call_later`` every 10 ms, measuring how
+late each call comes. Siblings: asyncio_impl/ticker.py, twisted_impl/ticker.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tornado.ioloop import IOLoop
+
+from common.loopdelay import LoopDelay
+
+__all__ = ["start_ticker"]
+
+
+def start_ticker(io_loop: IOLoop, delay: LoopDelay) -> Callable[[], None]:
+    """Tick on ``io_loop`` into ``delay`` until the returned function is called."""
+    handle: object
+
+    def tick() -> None:
+        nonlocal handle
+        handle = io_loop.call_later(delay.tick(io_loop.time()), tick)
+
+    handle = io_loop.call_later(delay.start(io_loop.time()), tick)
+    return lambda: io_loop.remove_timeout(handle)
