@@ -116,6 +116,22 @@ ENTRIES: tuple[Entry, ...] = (
         loops=(Loop("default"), Loop("uvloop", ("uvloop",))),  # the asyncio loop under the IOLoop
         extra="tornado",
     ),
+    Entry(
+        name="selectors",
+        framework="selectors",
+        variant="own-loop",
+        server="selectors_impl.server",
+        client="selectors_impl.client",
+        loops=(Loop("default"), Loop("select"), Loop("poll"), Loop("epoll")),
+    ),
+    Entry(
+        name="blocking",
+        framework="threads",
+        variant="blocking",
+        server="blocking_impl.server",
+        client="blocking_impl.client",
+        loops=(Loop("default"),),  # no loop: a thread per connection
+    ),
 )
 
 

@@ -1,0 +1,36 @@
+"""The talk's ``other_task`` with threads: the main thread ticks every 10 ms while worker
+threads move the bytes. Its lateness measures how promptly a thread gets the GIL back from
+busy workers (``sys.getswitchinterval()``, 5 ms), not how late a single-threaded loop runs.
+Siblings: asyncio_impl/ticker.py, selectors_impl/ticker.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from common.loopdelay import LoopDelay
+
+__all__ = ["Ticker"]
+
+
+class Ticker:
+    """Ticks into ``delay`` in the calling thread, whenever :meth:`run_until` runs."""
+
+    def __init__(self, delay: LoopDelay, lock: threading.Lock) -> None:
+        self._delay = delay
+        self._lock = lock  # the delay is read by worker threads when a connection ends
+        with lock:
+            self._due = time.monotonic() + delay.start(time.monotonic())
+
+    def run_until(self, done: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Tick until ``done()`` or ``timeout`` seconds; return ``done()``. ``done`` is
+        checked every tick, so a signal or a finished worker is seen within 10 ms."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(max(0.0, self._due - time.monotonic()))
+            with self._lock:
+                self._due = time.monotonic() + self._delay.tick(time.monotonic())
+        return done()

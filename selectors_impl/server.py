@@ -1,0 +1,117 @@
+"""Sink server on our own selectors loop: non-blocking ``accept`` and ``recv_into``, and a
+wait for readability whenever the socket has nothing (EAGAIN).
+
+Siblings: asyncio_impl/server.py, twisted_impl/server.py, tornado_impl/server.py.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.interface import ServeOptions, format_peer
+from common.loopdelay import LoopDelay
+from common.sink import Sink
+from selectors_impl import loops
+from selectors_impl.loop import Cancelled, Loop, Task, current_loop, wait_readable
+from selectors_impl.ticker import start_ticker
+
+__all__ = ["accept_connections", "handle_connection", "main", "serve", "serve_until_stopped"]
+
+#: Bytes per recv_into(). One buffer serves every connection: a task reads into it and
+#: counts what it read before it can wait again, so no two reads overlap.
+READ_SIZE = 256 * 1024
+#: Connections the kernel queues before accept().
+BACKLOG = 1024
+
+# --- connection -------------------------------------------------------------------------
+
+
+async def handle_connection(sink: Sink, sock: socket.socket, peer: str, buffer: memoryview) -> None:
+    """Count one connection's bytes until EOF, then report it."""
+    loop = current_loop()
+    task = loop.current_task()
+    connection = sink.open(peer, loop.time(), task.cancel)  # abort: close, FIN, not RST
+    outcome = EOF
+    try:
+        while True:
+            try:
+                count = sock.recv_into(buffer)
+            except BlockingIOError:  # EAGAIN: nothing to read yet
+                await wait_readable(sock)
+                continue
+            if not count:
+                break
+            connection.feed(buffer[:count], loop.time())
+    except ConnectionResetError:
+        outcome = RESET
+    except OSError:
+        outcome = ERROR
+    except Cancelled:
+        pass  # the sink aborted us: it reports "aborted"
+    finally:
+        sock.close()
+        sink.close(connection, outcome, loop.time())
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+async def accept_connections(sink: Sink, listener: socket.socket) -> None:
+    """Accept every pending connection whenever the listener is readable."""
+    loop = current_loop()
+    buffer = memoryview(bytearray(READ_SIZE))
+    while True:
+        await wait_readable(listener)
+        while True:
+            try:
+                sock, address = listener.accept()
+            except BlockingIOError:
+                break
+            sock.setblocking(False)
+            loop.spawn(handle_connection(sink, sock, format_peer(address), buffer))
+
+
+async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> None:
+    """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
+    ``options.grace`` seconds, abort the rest, and report the totals."""
+    loop = current_loop()
+    delay = LoopDelay()
+    stop_ticker = start_ticker(loop, delay)
+    sink = Sink(options.digest, delay, emit)
+    listener = socket.create_server((options.host, options.port), backlog=BACKLOG)
+    listener.setblocking(False)
+    acceptor: Task | None = None
+    try:
+        acceptor = loop.spawn(accept_connections(sink, listener))
+        port = listener.getsockname()[1]
+        emit(Listening(options.impl, options.loop, options.host, port, loops.describe(loop)))
+        await loop.wait_signal()
+        acceptor.cancel()  # stop accepting; connections already accepted carry on
+        if not await loops.wait_idle(sink, options.grace, signals=True):
+            sink.abort_all()
+            await loops.wait_idle(sink, None)
+    finally:
+        if acceptor is not None:
+            acceptor.cancel()
+        listener.close()
+        stop_ticker()
+    emit(sink.stopped())
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
+    """Run the sink on the selector that ``options.loop`` names until a signal stops it."""
+    loops.run(serve_until_stopped(options, emit), options.loop)
+
+
+def main() -> None:
+    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
+    Loop().run(serve_until_stopped(ServeOptions(impl="selectors"), lambda e: print(describe(e))))
+
+
+if __name__ == "__main__":
+    main()
