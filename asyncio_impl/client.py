@@ -8,6 +8,7 @@ twisted_impl/client.py, tornado_impl/client.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from asyncio_impl import loops
@@ -26,12 +27,11 @@ SendOne = Callable[[SendOptions, SendAccount, Progress], Awaitable[None]]
 
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection, waiting whenever the transport is full."""
-    loop = asyncio.get_running_loop()
     _, writer = await asyncio.open_connection(options.host, options.port)
     try:
         for chunk in options.payload.chunks(options.chunk_size):
             writer.write(chunk)
-            account.feed(chunk, loop.time())
+            account.feed(chunk, time.monotonic())
             progress(len(chunk))
             # Waits only while the transport holds more than its high-water mark (64 KiB);
             # below it, drain() returns at once without yielding to the loop.
@@ -55,7 +55,7 @@ async def send_all(
     delay = LoopDelay()
     stop_ticker = start_ticker(loop, delay)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    started = loop.time()
+    started = time.monotonic()
     tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
     try:
         await asyncio.gather(*tasks)
@@ -67,7 +67,7 @@ async def send_all(
         raise SendFailed(describe_error(exc), went_out) from None
     finally:
         stop_ticker()
-    return SendResult.from_accounts(accounts, loop.time() - started, delay.stats())
+    return SendResult.from_accounts(accounts, time.monotonic() - started, delay.stats())
 
 
 # --- run --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ The same client as client.py, one level down: the transport's flow-control callb
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import cast
 
@@ -80,7 +81,7 @@ class PayloadProtocol(asyncio.Protocol):
                 self._transport.close()  # sends what the transport still holds, then FIN
                 return
             self._transport.write(chunk)
-            self._account.feed(chunk, self._loop.time())
+            self._account.feed(chunk, time.monotonic())
             self._progress(len(chunk))
             burst += len(chunk)
 

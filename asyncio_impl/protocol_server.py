@@ -7,6 +7,7 @@ new bytes object per read. Siblings: server.py (streams), twisted_impl/server.py
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -39,14 +40,14 @@ class SinkProtocol(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         peer = format_peer(transport.get_extra_info("peername"))
         abort = cast(asyncio.Transport, transport).abort  # uvloop's is not a subclass
-        self._connection = self._sink.open(peer, self._loop.time(), abort)
+        self._connection = self._sink.open(peer, time.monotonic(), abort)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         assert self._connection is not None
-        self._connection.feed(self._buffer[:nbytes], self._loop.time())
+        self._connection.feed(self._buffer[:nbytes], time.monotonic())
 
     def eof_received(self) -> bool:
         return False  # nothing to say back: let the transport close
@@ -57,7 +58,7 @@ class SinkProtocol(asyncio.BufferedProtocol):
         elif exc is not None:
             self._outcome = ERROR
         assert self._connection is not None
-        self._sink.close(self._connection, self._outcome, self._loop.time())
+        self._sink.close(self._connection, self._outcome, time.monotonic())
 
 
 # --- server -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Awaitable, Callable
 
 from asyncio_impl import loops
@@ -36,21 +37,20 @@ async def handle_connection(
     sink: Sink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     """Count one connection's bytes until EOF, then report it."""
-    loop = asyncio.get_running_loop()
     peer = format_peer(writer.get_extra_info("peername"))
     # Streams have no abort of their own: the transport's abort() closes at once (FIN, not RST).
-    connection = sink.open(peer, loop.time(), writer.transport.abort)
+    connection = sink.open(peer, time.monotonic(), writer.transport.abort)
     outcome = EOF
     try:
         # Never read() with no size: that reads until EOF into memory.
         while data := await reader.read(READ_SIZE):
-            connection.feed(data, loop.time())
+            connection.feed(data, time.monotonic())
     except ConnectionResetError:
         outcome = RESET
     except OSError:
         outcome = ERROR
     finally:
-        sink.close(connection, outcome, loop.time())
+        sink.close(connection, outcome, time.monotonic())
         writer.close()
     # wait_closed() re-raises the error that ended the connection: it is already reported.
     with contextlib.suppress(OSError):

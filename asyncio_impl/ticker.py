@@ -4,6 +4,7 @@ late each call comes. Siblings: twisted_impl/ticker.py, tornado_impl/ticker.py."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from common.loopdelay import LoopDelay
@@ -17,7 +18,7 @@ def start_ticker(loop: asyncio.AbstractEventLoop, delay: LoopDelay) -> Callable[
 
     def tick() -> None:
         nonlocal handle
-        handle = loop.call_later(delay.tick(loop.time()), tick)
+        handle = loop.call_later(delay.tick(time.monotonic()), tick)
 
-    handle = loop.call_later(delay.start(loop.time()), tick)
+    handle = loop.call_later(delay.start(time.monotonic()), tick)
     return lambda: handle.cancel()

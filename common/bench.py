@@ -31,6 +31,7 @@ class Transfer:
     listening: dict[str, Any]
     sent: dict[str, Any]
     received: list[dict[str, Any]]
+    stopped: dict[str, Any]
 
     @property
     def server_bytes(self) -> int:
@@ -119,7 +120,7 @@ def run_transfer(
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-    transfer = Transfer(listening, sent, received)
+    transfer = Transfer(listening, sent, received, stopped)
     problems = []
     if transfer.server_bytes != sent["bytes"] or stopped.get("bytes") != sent["bytes"]:
         problems.append(f"sent {sent['bytes']} bytes, server counted {transfer.server_bytes}")

@@ -7,16 +7,20 @@ says how many bytes went out. Neither ever prints a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
+import os
 import socket
+import statistics
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
-from common import bench, registry, usage
+from common import bench, compare, registry, usage
 from common.accounting import DIGESTS
-from common.events import Error, Event, Sent, describe, to_json
+from common.events import Error, Event, Listening, Sent, Stopped, describe, to_json
 from common.interface import (
     DEFAULT_GRACE,
     DEFAULT_HOST,
@@ -147,6 +151,59 @@ def build_parser() -> Parser:
         default=TALK_SIZE,
         help=f"bytes to send (default {TALK_SIZE}, the talk's)",
     )
+    compare_ = commands.add_parser(
+        "compare", help="measure every implementation and loop side by side, as processes"
+    )
+    compare_.add_argument(
+        "--size",
+        type=_size,
+        default=256 * 1024 * 1024,
+        help="bytes per connection (default 256MiB)",
+    )
+    compare_.add_argument(
+        "--repeat",
+        type=_bounded("repeat", 1, 100, int),
+        default=3,
+        help="runs per row (default 3); rows report medians",
+    )
+    compare_.add_argument(
+        "--impls", default=None, help="comma-separated implementations (default: all installed)"
+    )
+    compare_.add_argument(
+        "--loops", default=None, help="comma-separated loops (default: every loop of each)"
+    )
+    compare_.add_argument(
+        "--connections",
+        type=_bounded("connections", 1, MAX_CONNECTIONS, int),
+        default=1,
+        help="concurrent connections per run, each --size bytes",
+    )
+    compare_.add_argument(
+        "--chunk-size",
+        type=_bounded("chunk size", 1, MAX_CHUNK_SIZE, parse_size),
+        default=DEFAULT_CHUNK_SIZE,
+        help="bytes per client write (default 256KiB)",
+    )
+    compare_.add_argument(
+        "--digest",
+        choices=DIGESTS,
+        default="none",
+        help="also check sha256 on both sides (costs CPU; default none)",
+    )
+    compare_.add_argument(
+        "--matrix",
+        action="store_true",
+        help="every client against every server instead (default loops)",
+    )
+    output = compare_.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the report as JSON")
+    output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
+    compare_.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="also draw bar charts to FILE.png (needs the plot extra)",
+    )
     return parser
 
 
@@ -228,23 +285,42 @@ def _printer(as_json: bool) -> Callable[[Event], None]:
     return emit
 
 
+def _with_usage(emit: Callable[[Event], None]) -> Callable[[Event], None]:
+    """Add the server's own CPU (from listening on) and peak RSS to its ``stopped`` event,
+    the same way for every implementation."""
+    listening_cpu = [0.0]
+
+    def emit_with_usage(event: Event) -> None:
+        if isinstance(event, Listening):
+            listening_cpu[0] = usage.cpu_seconds()
+        elif isinstance(event, Stopped):
+            event = dataclasses.replace(
+                event,
+                peak_rss_kib=usage.peak_rss_kib(),
+                cpu_s=usage.cpu_seconds() - listening_cpu[0],
+            )
+        emit(event)
+
+    return emit_with_usage
+
+
 @contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Progress]:
-    """A progress bar on stderr while sending, when stderr is a terminal."""
+def _progress(total: int, enabled: bool, unit: str = "bytes") -> Iterator[Progress]:
+    """A progress bar on stderr while sending or comparing, when stderr is a terminal."""
     if not enabled or not sys.stderr.isatty():
         yield lambda count: None
         return
     from rich.console import Console
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
+    columns = (DownloadColumn(), TransferSpeedColumn()) if unit == "bytes" else ()
     with Progress(
         *Progress.get_default_columns(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        *columns,
         console=Console(stderr=True),
         transient=True,
     ) as bar:
-        task = bar.add_task("sending", total=total)
+        task = bar.add_task("sending" if unit == "bytes" else "comparing", total=total)
         yield lambda count: bar.advance(task, count)
 
 
@@ -280,7 +356,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     implementation = registry.load(entry)
     try:
-        implementation.serve(options, _printer(args.json))
+        implementation.serve(options, _with_usage(_printer(args.json)))
     except OSError as exc:
         print(
             f"nbio serve: error: cannot listen on {args.host}:{args.port}: {describe_error(exc)}",
@@ -307,6 +383,7 @@ def run_send(args: argparse.Namespace) -> int:
     emit = _printer(args.json)
     try:
         with _progress(payload.size * args.connections, enabled=not args.json) as progress:
+            cpu_before = usage.cpu_seconds()  # after start-up and the framework's imports
             result = implementation.send(options, progress)
     except SendFailed as exc:
         error = Error(message=exc.message, bytes=exc.bytes_sent)
@@ -322,7 +399,7 @@ def run_send(args: argparse.Namespace) -> int:
             connections=result.connections,
             loop_delay=result.loop_delay,
             peak_rss_kib=usage.peak_rss_kib(),
-            cpu_s=usage.cpu_seconds(),
+            cpu_s=usage.cpu_seconds() - cpu_before,
         )
     )
     return 0
@@ -354,11 +431,119 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str | None, known: set[str], what: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise UsageError(
+            f"unknown {what} {', '.join(unknown) or repr(text)} (known: {', '.join(sorted(known))})"
+        )
+    return names
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    impls = _names(args.impls, {e.name for e in registry.ENTRIES}, "implementation")
+    loops = _names(args.loops, {loop.name for e in registry.ENTRIES for loop in e.loops}, "loop")
+    if args.plot is not None:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib (pip install 'nbio[plot]')")
+        if not os.access(os.path.dirname(os.path.abspath(args.plot)), os.W_OK):
+            raise UsageError(f"cannot write {args.plot!r}")
+    chosen = compare.targets(impls, loops)
+    if impls and not any(t.impl in impls for t in chosen):
+        raise UsageError("none of those implementations is installed on those loops")
+    settings = {
+        "size": human_size(args.size),
+        "bytes": args.size,
+        "repeat": args.repeat,
+        "connections": args.connections,
+        "chunk_size": args.chunk_size,
+        "digest": args.digest,
+        "matrix": args.matrix,
+    }
+    report = compare.Report(compare.machine(), settings)
+    send_args = ["--size", str(args.size), "--chunk-size", str(args.chunk_size)]
+
+    def transfer(client: compare.Target, server: compare.Target) -> bench.Transfer:
+        return bench.run_transfer(
+            (server.impl, server.loop),
+            (client.impl, client.loop),
+            send_args,
+            args.connections,
+            args.digest,
+        )
+
+    if args.matrix:
+        defaults = [t for t in chosen if t.loop == "default"]
+        pairs = [(c, s) for c in defaults for s in defaults]
+        with _progress(len(pairs), enabled=True, unit="runs") as advance:
+            for client, server in pairs:
+                try:
+                    done = transfer(client, server)
+                    report.matrix.append(
+                        compare.Cell(client.impl, server.impl, True, done.server_mb_per_s)
+                    )
+                except bench.TransferFailed as exc:
+                    report.matrix.append(
+                        compare.Cell(client.impl, server.impl, False, error=str(exc))
+                    )
+                advance(1)
+    else:
+        order = compare.plan(chosen, args.repeat)
+        transfers: dict[compare.Target, list[bench.Transfer]] = {t: [] for t in chosen}
+        errors: dict[compare.Target, list[str]] = {t: [] for t in chosen}
+        with _progress(len(order), enabled=True, unit="runs") as advance:
+            for target in order:
+                try:
+                    transfers[target].append(transfer(target, target))
+                except bench.TransferFailed as exc:
+                    errors[target].append(str(exc))
+                advance(1)
+        base = [t.server_mb_per_s for t in transfers.get(compare.Target(compare.BASELINE), [])]
+        baseline = statistics.median(base) if base else None
+        report.rows = [compare.summarize(t, transfers[t], errors[t], baseline) for t in chosen]
+    if args.json:
+        print(report.to_json())
+    elif args.markdown:
+        print(compare.to_markdown(report), end="")
+    else:
+        _print_table(report)
+    if args.plot is not None:
+        from common.plot import plot
+
+        plot(report, args.plot)
+    failed = [r for r in report.rows if r.error] + [c for c in report.matrix if not c.ok]
+    if failed:
+        print(f"nbio compare: error: {len(failed)} row(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print_table(report: compare.Report) -> None:
+    """The report as a table in the terminal (wide enough even when piped)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(compare.describe_run(report), highlight=False)
+    if report.rows:
+        table = Table(show_edge=False, pad_edge=False)
+        for header in compare.COLUMNS:
+            table.add_column(header, justify="left" if header in ("impl", "loop") else "right")
+        for row in report.rows:
+            table.add_row(*compare.cells(row))
+        console.print(table)
+    if report.matrix:
+        console.print(compare.matrix_markdown(report), highlight=False)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "impls": run_impls,
     "serve": run_serve,
     "send": run_send,
     "demo": run_demo,
+    "compare": run_compare,
 }
 
 

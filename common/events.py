@@ -85,10 +85,16 @@ class Stopped:
     connections: int
     bytes: int
     outcomes: dict[str, int] = field(default_factory=dict)
+    peak_rss_kib: int = 0
+    cpu_s: float = 0.0  # CPU seconds from listening to stopped
 
     def text(self) -> str:
         outcomes = ", ".join(f"{count} {name}" for name, count in sorted(self.outcomes.items()))
-        return f"stopped: {self.connections} connections, {self.bytes} bytes ({outcomes or 'none'})"
+        return (
+            f"stopped: {self.connections} connections, {self.bytes} bytes "
+            f"({outcomes or 'none'}); peak RSS {self.peak_rss_kib / 1024:.1f} MiB, "
+            f"CPU {self.cpu_s:.2f} s"
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ class Sent:
     connections: int
     loop_delay: DelayStats
     peak_rss_kib: int = 0
-    cpu_s: float = 0.0
+    cpu_s: float = 0.0  # CPU seconds of the send itself, after start-up and imports
 
     def text(self) -> str:
         digest = f" sha256 {self.sha256}" if self.sha256 else ""

@@ -4,6 +4,11 @@ The same definition as Node's ``monitorEventLoopDelay``: a timer is due every ``
 seconds; each time it fires we record how late it is, and report p50, p99 and max lateness in
 milliseconds with the number of ticks. Each implementation drives this with its own
 framework's timer (``call_later``, ``callLater``, ``IOLoop.call_later``, a heap of timers).
+
+Every implementation measures with ``time.monotonic()``, here and in its byte accounting,
+not with its loop's clock: uvloop's ``loop.time()`` counts whole milliseconds, cached once
+per loop iteration, which hides sub-millisecond lateness and can make a short transfer last
+0 seconds; Twisted's ``reactor.seconds()`` is wall-clock time, which can jump.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ twisted_impl/client.py.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
@@ -29,13 +30,12 @@ __all__ = ["main", "send", "send_all", "send_one"]
 
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection, one awaited write at a time."""
-    io_loop = IOLoop.current()
     stream = await TCPClient().connect(options.host, options.port)
     try:
         for chunk in options.payload.chunks(options.chunk_size):
             # write() sends inline until EAGAIN; the future resolves once the kernel has it.
             await stream.write(chunk)
-            account.feed(chunk, io_loop.time())  # counted once the kernel took it
+            account.feed(chunk, time.monotonic())  # counted once the kernel took it
             progress(len(chunk))
     finally:
         # Tornado has no half-close: close() shuts both directions. Every write future has
@@ -53,7 +53,7 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     delay = LoopDelay()
     stop_ticker = start_ticker(io_loop, delay)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    started = io_loop.time()
+    started = time.monotonic()
     tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
     try:
         await asyncio.gather(*tasks)
@@ -65,7 +65,7 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
         raise SendFailed(describe_stream_error(exc), went_out) from None
     finally:
         stop_ticker()
-    return SendResult.from_accounts(accounts, io_loop.time() - started, delay.stats())
+    return SendResult.from_accounts(accounts, time.monotonic() - started, delay.stats())
 
 
 def describe_stream_error(exc: BaseException) -> str:

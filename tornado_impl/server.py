@@ -8,6 +8,7 @@ fails. Siblings: asyncio_impl/server.py, twisted_impl/server.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from tornado.ioloop import IOLoop
@@ -41,16 +42,15 @@ class SinkServer(TCPServer):
         self._sink = sink
 
     async def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
-        io_loop = IOLoop.current()
         # IOStream has no abort: close() drops what it buffered and sends FIN, not RST.
-        connection = self._sink.open(format_peer(address), io_loop.time(), stream.close)
+        connection = self._sink.open(format_peer(address), time.monotonic(), stream.close)
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
         outcome = EOF
         try:
             while True:
                 count = await stream.read_into(buffer, partial=True)
-                connection.feed(view[:count], io_loop.time())
+                connection.feed(view[:count], time.monotonic())
         except StreamClosedError:
             # No half-close in Tornado: a 0-byte read closes the whole stream, and the
             # read fails with StreamClosedError; stream.error says whether it was clean.
@@ -59,7 +59,7 @@ class SinkServer(TCPServer):
             elif stream.error is not None:
                 outcome = ERROR
         finally:
-            self._sink.close(connection, outcome, io_loop.time())
+            self._sink.close(connection, outcome, time.monotonic())
             stream.close()
 
 

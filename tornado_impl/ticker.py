@@ -3,6 +3,7 @@ late each call comes. Siblings: asyncio_impl/ticker.py, twisted_impl/ticker.py."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from tornado.ioloop import IOLoop
@@ -18,7 +19,7 @@ def start_ticker(io_loop: IOLoop, delay: LoopDelay) -> Callable[[], None]:
 
     def tick() -> None:
         nonlocal handle
-        handle = io_loop.call_later(delay.tick(io_loop.time()), tick)
+        handle = io_loop.call_later(delay.tick(time.monotonic()), tick)
 
-    handle = io_loop.call_later(delay.start(io_loop.time()), tick)
+    handle = io_loop.call_later(delay.start(time.monotonic()), tick)
     return lambda: io_loop.remove_timeout(handle)

@@ -7,6 +7,7 @@ Siblings: asyncio_impl/client.py, asyncio_impl/protocol_client.py, tornado_impl/
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import cast
 
@@ -14,7 +15,7 @@ from twisted.internet import defer, error, task
 from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -35,13 +36,10 @@ __all__ = ["PayloadProtocol", "describe_failure", "main", "send", "send_all", "s
 class PayloadProtocol(Protocol):
     """Writes a payload whenever the transport is not paused, then closes."""
 
-    def __init__(
-        self, chunks: Iterator[bytes], account: SendAccount, progress: Progress, clock: IReactorTime
-    ) -> None:
+    def __init__(self, chunks: Iterator[bytes], account: SendAccount, progress: Progress) -> None:
         self._chunks = chunks
         self._account = account
         self._progress = progress
-        self._clock = clock
         self._paused = False
         self._finished = False
         self.done: Deferred[None] = Deferred()
@@ -69,7 +67,7 @@ class PayloadProtocol(Protocol):
                 self._transport.loseConnection()  # sends what is buffered, then FIN
                 return
             self._transport.write(chunk)  # only appends to a list: the reactor sends later
-            self._account.feed(chunk, self._clock.seconds())
+            self._account.feed(chunk, time.monotonic())
             self._progress(len(chunk))
 
     def stopProducing(self) -> None:
@@ -99,7 +97,7 @@ async def send_one(
     """Stream the payload over one connection through a :class:`PayloadProtocol`."""
     chunks = options.payload.chunks(options.chunk_size)
     endpoint = HostnameEndpoint(reactor, options.host, options.port)
-    protocol = await connectProtocol(endpoint, PayloadProtocol(chunks, account, progress, reactor))
+    protocol = await connectProtocol(endpoint, PayloadProtocol(chunks, account, progress))
     try:
         await protocol.done
     except BaseException:
@@ -135,7 +133,7 @@ async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progres
     delay = LoopDelay()
     stop_ticker = start_ticker(reactor, delay)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    started = reactor.seconds()
+    started = time.monotonic()
     transfers = [Deferred.fromCoroutine(send_one(reactor, options, a, progress)) for a in accounts]
     try:
         await defer.gatherResults(transfers, consumeErrors=True)
@@ -147,7 +145,7 @@ async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progres
         raise SendFailed(describe_failure(exc.subFailure), went_out) from None
     finally:
         stop_ticker()
-    return SendResult.from_accounts(accounts, reactor.seconds() - started, delay.stats())
+    return SendResult.from_accounts(accounts, time.monotonic() - started, delay.stats())
 
 
 # --- run --------------------------------------------------------------------------------

@@ -7,13 +7,14 @@ Siblings: asyncio_impl/server.py, asyncio_impl/protocol_server.py, tornado_impl/
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import cast
 
 from twisted.internet import defer, error, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.base import ReactorBase
-from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IAddress, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -35,9 +36,8 @@ BACKLOG = 1024
 class SinkProtocol(Protocol):
     """Counts one connection's bytes until EOF, then reports it."""
 
-    def __init__(self, sink: Sink, clock: IReactorTime) -> None:
+    def __init__(self, sink: Sink) -> None:
         self._sink = sink
-        self._clock = clock
         self._connection: Connection | None = None
 
     def connectionMade(self) -> None:
@@ -46,12 +46,12 @@ class SinkProtocol(Protocol):
         peer = format_peer((address.host, address.port))
         # abortConnection() drops what is buffered and closes with SO_LINGER (1, 0): an RST.
         abort = transport.abortConnection
-        self._connection = self._sink.open(peer, self._clock.seconds(), abort)
+        self._connection = self._sink.open(peer, time.monotonic(), abort)
 
     def dataReceived(self, data: bytes) -> None:
         # One recv(bufferSize = 64 KiB) per readiness event (twisted/internet/tcp.py).
         assert self._connection is not None
-        self._connection.feed(data, self._clock.seconds())
+        self._connection.feed(data, time.monotonic())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         # Not IHalfCloseableProtocol: the peer's EOF arrives here, as ConnectionDone.
@@ -62,18 +62,17 @@ class SinkProtocol(Protocol):
         else:
             outcome = ERROR
         assert self._connection is not None
-        self._sink.close(self._connection, outcome, self._clock.seconds())
+        self._sink.close(self._connection, outcome, time.monotonic())
 
 
 class SinkFactory(Factory):
     """Builds a :class:`SinkProtocol` per connection, all counting into one :class:`Sink`."""
 
-    def __init__(self, sink: Sink, clock: IReactorTime) -> None:
+    def __init__(self, sink: Sink) -> None:
         self._sink = sink
-        self._clock = clock
 
     def buildProtocol(self, addr: IAddress | None) -> SinkProtocol:
-        return SinkProtocol(self._sink, self._clock)
+        return SinkProtocol(self._sink)
 
 
 # --- server -----------------------------------------------------------------------------
@@ -91,7 +90,7 @@ async def serve_until_stopped(
     try:
         try:
             port = reactor.listenTCP(  # type: ignore[attr-defined]
-                options.port, SinkFactory(sink, reactor), backlog=BACKLOG, interface=options.host
+                options.port, SinkFactory(sink), backlog=BACKLOG, interface=options.host
             )
         except error.CannotListenError as exc:
             raise exc.socketError from None  # the OSError underneath, as the other servers raise

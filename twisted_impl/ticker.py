@@ -3,6 +3,7 @@ each call comes. Siblings: asyncio_impl/ticker.py, tornado_impl/ticker.py."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -18,7 +19,7 @@ def start_ticker(reactor: IReactorTime, delay: LoopDelay) -> Callable[[], None]:
 
     def tick() -> None:
         nonlocal call
-        call = reactor.callLater(delay.tick(reactor.seconds()), tick)
+        call = reactor.callLater(delay.tick(time.monotonic()), tick)
 
-    call = reactor.callLater(delay.start(reactor.seconds()), tick)
+    call = reactor.callLater(delay.start(time.monotonic()), tick)
     return lambda: call.cancel()

@@ -53,8 +53,7 @@ class ClogTransport(StringTransport):
 
 def _protocol(size: int, transport: StringTransport) -> tuple[client.PayloadProtocol, SendAccount]:
     account = SendAccount()
-    clock = task.Clock()
-    protocol = client.PayloadProtocol(Payload(size).chunks(CHUNK), account, lambda n: None, clock)
+    protocol = client.PayloadProtocol(Payload(size).chunks(CHUNK), account, lambda n: None)
     protocol.makeConnection(transport)
     return protocol, account
 
@@ -100,11 +99,10 @@ def test_producer_stopped_mid_transfer_fails_with_what_was_buffered() -> None:
 def test_sink_protocol_counts_and_reports_eof_and_reset() -> None:
     """dataReceived counts; ConnectionDone reports eof, ConnectionLost reports reset."""
     events: list[Event] = []
-    clock = task.Clock()
     delay = LoopDelay()
     delay.start(0)
     sink = Sink("sha256", delay, events.append)
-    factory = server.SinkFactory(sink, clock)
+    factory = server.SinkFactory(sink)
     for reason in (error.ConnectionDone(), error.ConnectionLost()):
         protocol = factory.buildProtocol(None)
         protocol.makeConnection(StringTransport())
@@ -126,7 +124,7 @@ async def test_round_trip_on_the_reactor() -> None:
     delay = LoopDelay()
     delay.start(reactor.seconds())
     sink = Sink("sha256", delay, events.append)
-    port = reactor.listenTCP(0, server.SinkFactory(sink, reactor), interface="127.0.0.1")
+    port = reactor.listenTCP(0, server.SinkFactory(sink), interface="127.0.0.1")
     try:
         payload = Payload(3 * 1024 * 1024 + 1, pattern="random")
         options = SendOptions(payload, port=port.getHost().port, connections=3, digest="sha256")

@@ -21,7 +21,10 @@ def test_json_has_the_documented_fields() -> None:
             Received("127.0.0.1:5", 10, None, 0.5, "eof", STATS),
             {"event", "peer", "bytes", "sha256", "seconds", "outcome", "loop_delay_ms", "ticks"},
         ),
-        (Stopped(1, 10, {"eof": 1}), {"event", "connections", "bytes", "outcomes"}),
+        (
+            Stopped(1, 10, {"eof": 1}, 2048, 0.5),
+            {"event", "connections", "bytes", "outcomes", "peak_rss_kib", "cpu_s"},
+        ),
         (
             Sent(10, "ab", 0.5, 1, STATS, 2048, 0.25),
             {
