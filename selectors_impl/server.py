@@ -14,7 +14,7 @@ from common.interface import ServeOptions, format_peer
 from common.loopdelay import LoopDelay
 from common.sink import Sink
 from selectors_impl import loops
-from selectors_impl.loop import Cancelled, Loop, Task, current_loop, wait_readable
+from selectors_impl.loop import Cancelled, Loop, Task, current_loop, sleep, wait_readable
 from selectors_impl.ticker import start_ticker
 
 __all__ = ["accept_connections", "handle_connection", "main", "serve", "serve_until_stopped"]
@@ -22,6 +22,8 @@ __all__ = ["accept_connections", "handle_connection", "main", "serve", "serve_un
 #: Bytes per recv_into(). One buffer serves every connection: a task reads into it and
 #: counts what it read before it can wait again, so no two reads overlap.
 READ_SIZE = 256 * 1024
+#: Most bytes read without yielding to the other tasks.
+BURST_SIZE = 1024 * 1024
 #: Connections the kernel queues before accept().
 BACKLOG = 1024
 
@@ -34,16 +36,22 @@ async def handle_connection(sink: Sink, sock: socket.socket, peer: str, buffer: 
     task = loop.current_task()
     connection = sink.open(peer, loop.time(), task.cancel)  # abort: close, FIN, not RST
     outcome = EOF
+    since_yield = 0
     try:
         while True:
             try:
                 count = sock.recv_into(buffer)
             except BlockingIOError:  # EAGAIN: nothing to read yet
                 await wait_readable(sock)
+                since_yield = 0
                 continue
             if not count:
                 break
             connection.feed(buffer[:count], loop.time())
+            since_yield += count
+            if since_yield >= BURST_SIZE:  # data keeps coming: let the other tasks run
+                await sleep(0)
+                since_yield = 0
     except ConnectionResetError:
         outcome = RESET
     except OSError:

@@ -25,18 +25,30 @@ from tornado_impl.ticker import start_ticker
 
 __all__ = ["main", "send", "send_all", "send_one"]
 
+#: Most bytes written without yielding to the IOLoop.
+BURST_SIZE = 1024 * 1024
+
 # --- connection -------------------------------------------------------------------------
 
 
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection, one awaited write at a time."""
     stream = await TCPClient().connect(options.host, options.port)
+    since_yield = 0
     try:
         for chunk in options.payload.chunks(options.chunk_size):
             # write() sends inline until EAGAIN; the future resolves once the kernel has it.
             await stream.write(chunk)
             account.feed(chunk, time.monotonic())  # counted once the kernel took it
             progress(len(chunk))
+            since_yield += len(chunk)
+            if since_yield >= BURST_SIZE:
+                # When the kernel took the chunk inline, write() returned a future already
+                # resolved, and awaiting it did not yield to the IOLoop: a fast reader would
+                # let us starve the loop (226 ms late ticks, measured). Yield once per MiB,
+                # as Tornado's gen.moment does.
+                await asyncio.sleep(0)
+                since_yield = 0
     finally:
         # Tornado has no half-close: close() shuts both directions. Every write future has
         # resolved by now, so nothing buffered is dropped.
