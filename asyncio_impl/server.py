@@ -22,9 +22,11 @@ from common.sink import Sink
 
 __all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
 
-#: Bytes asked of each read(). The StreamReader pauses the socket once it holds more
-#: than 2 * limit (limit = 64 KiB), so a read never returns more than about 128 KiB.
-READ_SIZE = 64 * 1024
+#: Bytes asked of each read(): more than the StreamReader ever holds (it pauses the socket
+#: above 2 * limit, limit = 64 KiB, plus one recv of 256 KiB), so each read() takes the whole
+#: buffer. Asking 64 KiB instead makes read() memmove what remains on every call: 2.2 CPU
+#: s/GiB and 490 MB/s against 1.1 and 930 MB/s here (nbio compare, 512 MiB).
+READ_SIZE = 1024 * 1024
 #: Connections the kernel queues before accept(); asyncio's default is 100.
 BACKLOG = 1024
 
