@@ -44,12 +44,15 @@ class SinkProtocol(asyncio.BufferedProtocol):
         peer = format_peer(transport.get_extra_info("peername"))
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._connection = self._sink.open(peer, time.monotonic(), self._transport.abort)
+        if self._connection is None:  # --max-connections are open: refused and reported
+            self._transport.abort()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        assert self._connection is not None
+        if self._connection is None:
+            return
         self._connection.feed(self._buffer[:nbytes], time.monotonic())
         self._since_pause += nbytes
         if self._since_pause >= BURST_SIZE:
@@ -67,8 +70,8 @@ class SinkProtocol(asyncio.BufferedProtocol):
             self._outcome = RESET
         elif exc is not None:
             self._outcome = ERROR
-        assert self._connection is not None
-        self._sink.close(self._connection, self._outcome, time.monotonic())
+        if self._connection is not None:
+            self._sink.close(self._connection, self._outcome, time.monotonic())
 
 
 # --- server -----------------------------------------------------------------------------

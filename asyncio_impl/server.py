@@ -42,6 +42,9 @@ async def handle_connection(
     peer = format_peer(writer.get_extra_info("peername"))
     # Streams have no abort of their own: the transport's abort() closes at once (FIN, not RST).
     connection = sink.open(peer, time.monotonic(), writer.transport.abort)
+    if connection is None:  # --max-connections are open: refused and reported
+        writer.transport.abort()
+        return
     outcome = EOF
     try:
         # Never read() with no size: that reads until EOF into memory.
@@ -78,9 +81,9 @@ async def serve_until_stopped(
     ``options.grace`` seconds, abort the rest, and report the totals."""
     loop = asyncio.get_running_loop()
     delay = LoopDelay()
-    stop_ticker = start_ticker(loop, delay)
+    sink = options.sink(delay, emit)
+    stop_ticker = start_ticker(loop, delay, sink.expire)
     signals = loops.Signals(loop)
-    sink = Sink(options.digest, delay, emit)
     try:
         server = await start(sink, options)
         port = server.sockets[0].getsockname()[1]

@@ -7,18 +7,24 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from common.loopdelay import LoopDelay
+from common.loopdelay import LoopDelay, OnTick
 
 __all__ = ["start_ticker"]
 
 
-def start_ticker(loop: asyncio.AbstractEventLoop, delay: LoopDelay) -> Callable[[], None]:
-    """Tick on ``loop`` into ``delay`` until the returned function is called."""
+def start_ticker(
+    loop: asyncio.AbstractEventLoop, delay: LoopDelay, on_tick: OnTick | None = None
+) -> Callable[[], None]:
+    """Tick on ``loop`` into ``delay`` (and call ``on_tick``) until the returned function is
+    called."""
     handle: asyncio.TimerHandle
 
     def tick() -> None:
         nonlocal handle
-        handle = loop.call_later(delay.tick(time.monotonic()), tick)
+        now = time.monotonic()
+        handle = loop.call_later(delay.tick(now), tick)
+        if on_tick is not None:
+            on_tick(now)
 
     handle = loop.call_later(delay.start(time.monotonic()), tick)
     return lambda: handle.cancel()

@@ -37,6 +37,9 @@ def handle_connection(sink: Sink, lock: threading.Lock, sock: socket.socket, pee
 
     with lock:  # the Sink is shared by every thread
         connection = sink.open(peer, time.monotonic(), abort)
+    if connection is None:  # --max-connections are open: refused and reported
+        sock.close()
+        return
     outcome = EOF
     try:
         while count := sock.recv_into(buffer):
@@ -76,7 +79,7 @@ def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) ->
     previous = {
         s: signal.signal(s, lambda n, _: signals.append(n)) for s in (signal.SIGINT, signal.SIGTERM)
     }
-    sink = Sink(options.digest, delay, emit)
+    sink = options.sink(delay, emit)
     idle = threading.Event()
     try:
         listener = socket.create_server((options.host, options.port), backlog=BACKLOG)
@@ -88,7 +91,7 @@ def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) ->
                     options.impl, options.loop, options.host, listener.getsockname()[1], "threads"
                 )
             )
-        ticker = Ticker(delay, lock)
+        ticker = Ticker(delay, lock, sink.expire)
         ticker.run_until(lambda: bool(signals))
         listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); then stop accepting
         listener.close()

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from common.loopdelay import LoopDelay
+from common.loopdelay import LoopDelay, OnTick
 
 __all__ = ["Ticker"]
 
@@ -17,9 +17,12 @@ __all__ = ["Ticker"]
 class Ticker:
     """Ticks into ``delay`` in the calling thread, whenever :meth:`run_until` runs."""
 
-    def __init__(self, delay: LoopDelay, lock: threading.Lock) -> None:
+    def __init__(
+        self, delay: LoopDelay, lock: threading.Lock, on_tick: OnTick | None = None
+    ) -> None:
         self._delay = delay
         self._lock = lock  # the delay is read by worker threads when a connection ends
+        self._on_tick = on_tick
         with lock:
             self._due = time.monotonic() + delay.start(time.monotonic())
 
@@ -32,5 +35,8 @@ class Ticker:
                 break
             time.sleep(max(0.0, self._due - time.monotonic()))
             with self._lock:
-                self._due = time.monotonic() + self._delay.tick(time.monotonic())
+                now = time.monotonic()
+                self._due = now + self._delay.tick(now)
+                if self._on_tick is not None:
+                    self._on_tick(now)
         return done()

@@ -24,6 +24,7 @@ from common.events import Error, Event, Listening, Sent, Stopped, describe, to_j
 from common.interface import (
     DEFAULT_GRACE,
     DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     Progress,
     SendFailed,
@@ -85,6 +86,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be more than 0: {text!r}")
+    return value
+
+
 _port = _bounded("port", 0, 65535, int)
 
 
@@ -108,6 +116,18 @@ def build_parser() -> Parser:
         type=_seconds,
         default=DEFAULT_GRACE,
         help="seconds open transfers get after a signal (default %(default)s)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_positive_seconds,
+        default=None,
+        help="close a connection that sends nothing for this long (default: never)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_bounded("max connections", 1, MAX_CONNECTIONS, int),
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="refuse connections beyond this many open (default %(default)s)",
     )
 
     send = commands.add_parser("send", help="stream a payload to a sink")
@@ -346,6 +366,11 @@ def run_impls(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     entry = _entry(args)
     _check_host(args.host)
+    usage.raise_fd_limit()  # one descriptor per connection: take what the system allows
+    loop_limit = entry.loop(args.loop).max_connections
+    if loop_limit is not None and args.max_connections > loop_limit:
+        # select() cannot watch descriptor 1024: refuse beyond that instead of failing.
+        args.max_connections = loop_limit
     options = ServeOptions(
         impl=entry.name,
         host=args.host,
@@ -353,6 +378,8 @@ def run_serve(args: argparse.Namespace) -> int:
         loop=args.loop,
         digest=args.digest,
         grace=args.grace,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
     )
     implementation = registry.load(entry)
     try:
@@ -369,6 +396,13 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_send(args: argparse.Namespace) -> int:
     entry = _entry(args)
     _check_host(args.host)
+    loop_limit = entry.loop(args.loop).max_connections
+    if loop_limit is not None and args.connections > loop_limit:
+        raise UsageError(
+            f"the {args.loop} loop watches at most {loop_limit} connections (select() stops at "
+            f"descriptor 1024): use fewer, or another loop"
+        )
+    usage.raise_fd_limit()
     payload = _payload(args)
     options = SendOptions(
         payload=payload,

@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "Listening",
     "Received",
+    "Rejected",
     "Sent",
     "Stopped",
     "describe",
@@ -78,6 +79,18 @@ class Received:
 
 
 @dataclass(frozen=True)
+class Rejected:
+    """A connection was closed at once: ``--max-connections`` (``open``) were already open."""
+
+    event: ClassVar[str] = "rejected"
+    peer: str
+    open: int
+
+    def text(self) -> str:
+        return f"{self.peer}: rejected, {self.open} connections already open"
+
+
+@dataclass(frozen=True)
 class Stopped:
     """The server shut down; its totals are the sums of its ``received`` events."""
 
@@ -85,6 +98,7 @@ class Stopped:
     connections: int
     bytes: int
     outcomes: dict[str, int] = field(default_factory=dict)
+    rejected: int = 0  # connections refused by --max-connections, not in the totals above
     peak_rss_kib: int = 0
     cpu_s: float = 0.0  # CPU seconds from listening to stopped
 
@@ -92,8 +106,8 @@ class Stopped:
         outcomes = ", ".join(f"{count} {name}" for name, count in sorted(self.outcomes.items()))
         return (
             f"stopped: {self.connections} connections, {self.bytes} bytes "
-            f"({outcomes or 'none'}); peak RSS {self.peak_rss_kib / 1024:.1f} MiB, "
-            f"CPU {self.cpu_s:.2f} s"
+            f"({outcomes or 'none'}), {self.rejected} rejected; "
+            f"peak RSS {self.peak_rss_kib / 1024:.1f} MiB, CPU {self.cpu_s:.2f} s"
         )
 
 
@@ -132,7 +146,7 @@ class Error:
         return f"error: {self.message} ({self.bytes} bytes sent)"
 
 
-Event = Listening | Received | Stopped | Sent | Error
+Event = Listening | Received | Rejected | Stopped | Sent | Error
 
 
 def to_json(event: Event) -> str:

@@ -14,12 +14,14 @@ from typing import Protocol, runtime_checkable
 
 from common.accounting import SendAccount
 from common.events import Event
-from common.loopdelay import DelayStats
+from common.loopdelay import DelayStats, LoopDelay
 from common.payload import DEFAULT_CHUNK_SIZE, Payload
+from common.sink import Sink
 
 __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_HOST",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PORT",
     "Client",
     "Emit",
@@ -38,6 +40,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1234
 #: Seconds a stopping server gives in-flight transfers before it aborts them.
 DEFAULT_GRACE = 5.0
+#: Connections a server holds at once before it refuses more.
+DEFAULT_MAX_CONNECTIONS = 4096
 
 Emit = Callable[[Event], None]
 Progress = Callable[[int], None]
@@ -53,6 +57,12 @@ class ServeOptions:
     loop: str = "default"
     digest: str = "none"
     grace: float = DEFAULT_GRACE
+    idle_timeout: float | None = None  # close a connection silent for this long
+    max_connections: int | None = DEFAULT_MAX_CONNECTIONS
+
+    def sink(self, delay: LoopDelay, emit: Emit) -> Sink:
+        """The framework-free state of a server with these options."""
+        return Sink(self.digest, delay, emit, self.max_connections, self.idle_timeout)
 
 
 @dataclass(frozen=True)

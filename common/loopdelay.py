@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["TICK_INTERVAL", "DelayStats", "LoopDelay"]
+__all__ = ["TICK_INTERVAL", "DelayStats", "LoopDelay", "OnTick"]
 
 TICK_INTERVAL = 0.010
+
+#: Called with the time of each tick, after it is recorded: a server's ``Sink.expire``.
+OnTick = Callable[[float], object]
 
 
 @dataclass(frozen=True)

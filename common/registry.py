@@ -23,7 +23,19 @@ from common.interface import (
     Server,
 )
 
-__all__ = ["ENTRIES", "Entry", "Loop", "UnknownImplementation", "available", "get", "load"]
+__all__ = [
+    "ENTRIES",
+    "FD_RESERVE",
+    "Entry",
+    "Loop",
+    "UnknownImplementation",
+    "available",
+    "get",
+    "load",
+]
+
+#: Descriptors a process keeps for itself (stdio, listener, poller, wake-up pipes).
+FD_RESERVE = 64
 
 
 @dataclass(frozen=True)
@@ -32,9 +44,16 @@ class Loop:
 
     name: str
     requires: tuple[str, ...] = ()
+    #: select() cannot watch descriptors numbered FD_SETSIZE (1024) or more.
+    max_fds: int | None = None
 
     def missing(self) -> list[str]:
         return [module for module in self.requires if not _installed(module)]
+
+    @property
+    def max_connections(self) -> int | None:
+        """The most connections this loop can watch at once, if it has a limit."""
+        return None if self.max_fds is None else self.max_fds - FD_RESERVE
 
 
 @dataclass(frozen=True)
@@ -100,7 +119,7 @@ ENTRIES: tuple[Entry, ...] = (
         loops=(
             Loop("default"),  # epollreactor on Linux
             Loop("poll"),
-            Loop("select"),
+            Loop("select", max_fds=1024),
             Loop("asyncio"),  # AsyncioSelectorReactor on asyncio's own loop
             Loop("uvloop", ("uvloop",)),  # AsyncioSelectorReactor on uvloop
         ),
@@ -122,7 +141,7 @@ ENTRIES: tuple[Entry, ...] = (
         variant="own-loop",
         server="selectors_impl.server",
         client="selectors_impl.client",
-        loops=(Loop("default"), Loop("select"), Loop("poll"), Loop("epoll")),
+        loops=(Loop("default"), Loop("select", max_fds=1024), Loop("poll"), Loop("epoll")),
     ),
     Entry(
         name="blocking",

@@ -1,9 +1,11 @@
 """What every sink server keeps, whatever its framework: its live connections, their
 accounting, the loop delay each one saw, and the totals it reports when it stops.
 
-A framework's server calls :meth:`Sink.open` when a connection arrives,
-:meth:`Connection.feed` for each read and :meth:`Sink.close` when it ends. Shutdown is
-:meth:`Sink.when_idle` (wait out the grace period) then :meth:`Sink.abort_all`.
+A framework's server calls :meth:`Sink.open` when a connection arrives (``None`` means
+refuse it: ``--max-connections`` are open), :meth:`Connection.feed` for each read and
+:meth:`Sink.close` when it ends; its ticker calls :meth:`Sink.expire`, which aborts the
+connections idle for longer than ``--idle-timeout``. Shutdown is :meth:`Sink.when_idle`
+(wait out the grace period) then :meth:`Sink.abort_all`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from common.accounting import Buffer, ByteAccount
-from common.events import ABORTED, Event, Received, Stopped
+from common.events import ABORTED, TIMEOUT, Event, Received, Rejected, Stopped
 from common.loopdelay import LoopDelay
 
 __all__ = ["Connection", "Sink"]
@@ -21,46 +23,67 @@ __all__ = ["Connection", "Sink"]
 class Connection:
     """One live sink connection."""
 
-    __slots__ = ("_abort", "aborting", "account", "mark", "peer")
+    __slots__ = ("_abort", "account", "active_at", "forced", "mark", "peer")
 
-    def __init__(self, peer: str, digest: str, mark: int, abort: Callable[[], None]) -> None:
+    def __init__(
+        self, peer: str, digest: str, mark: int, abort: Callable[[], None], now: float
+    ) -> None:
         self.peer = peer
         self.account = ByteAccount(digest)
         self.mark = mark
-        self.aborting = False
+        self.active_at = now  # the last time it sent anything (or opened)
+        self.forced: str | None = None  # the outcome we imposed by closing it ourselves
         self._abort = abort
 
     def feed(self, data: Buffer, now: float) -> None:
         """Count bytes just read."""
         self.account.feed(data, now)
+        self.active_at = now
 
-    def abort(self) -> None:
-        """Close this connection now; it will end with outcome ``aborted``."""
-        if not self.aborting:
-            self.aborting = True
+    def abort(self, outcome: str = ABORTED) -> None:
+        """Close this connection now; it will end with ``outcome`` whatever its edge sees
+        (an aborted transport usually looks like a clean EOF to the code reading it)."""
+        if self.forced is None:
+            self.forced = outcome
             self._abort()
 
 
 class Sink:
     """The state of one sink server: live connections, totals, loop delay."""
 
-    def __init__(self, digest: str, delay: LoopDelay, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        digest: str,
+        delay: LoopDelay,
+        emit: Callable[[Event], None],
+        max_connections: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
         self.digest = digest
         self.delay = delay
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self._emit = emit
         self._live: dict[Connection, None] = {}  # insertion-ordered set
         self._outcomes: Counter[str] = Counter()
         self._bytes = 0
+        self._rejected = 0
         self._idle: list[Callable[[], None]] = []
+        self._next_scan = 0.0
 
     @property
     def live(self) -> int:
         """How many connections are open now."""
         return len(self._live)
 
-    def open(self, peer: str, now: float, abort: Callable[[], None]) -> Connection:
-        """Start accounting a new connection; ``abort`` closes it at once if asked."""
-        connection = Connection(peer, self.digest, self.delay.mark(), abort)
+    def open(self, peer: str, now: float, abort: Callable[[], None]) -> Connection | None:
+        """Start accounting a new connection; ``abort`` closes it at once if asked. Return
+        None if ``max_connections`` are open: the caller closes it, and it is reported."""
+        if self.max_connections is not None and len(self._live) >= self.max_connections:
+            self._rejected += 1
+            self._emit(Rejected(peer=peer, open=len(self._live)))
+            return None
+        connection = Connection(peer, self.digest, self.delay.mark(), abort, now)
         self._live[connection] = None
         return connection
 
@@ -69,8 +92,8 @@ class Sink:
         if connection not in self._live:
             raise ValueError(f"connection from {connection.peer} is not open")
         del self._live[connection]
-        if connection.aborting:
-            outcome = ABORTED
+        if connection.forced is not None:
+            outcome = connection.forced
         account = connection.account
         account.end(now)
         received = Received(
@@ -93,6 +116,18 @@ class Sink:
                 callback()
         return received
 
+    def expire(self, now: float) -> int:
+        """Abort the connections idle for longer than ``idle_timeout`` (outcome
+        ``timeout``); return how many. Cheap to call on every tick: it scans at most four
+        times per timeout."""
+        if self.idle_timeout is None or now < self._next_scan:
+            return 0
+        self._next_scan = now + self.idle_timeout / 4
+        stale = [c for c in self._live if now - c.active_at > self.idle_timeout]
+        for connection in stale:
+            connection.abort(TIMEOUT)
+        return len(stale)
+
     def when_idle(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once no connection is open (now, if none is)."""
         if self._live:
@@ -113,4 +148,5 @@ class Sink:
             connections=sum(self._outcomes.values()),
             bytes=self._bytes,
             outcomes=dict(self._outcomes),
+            rejected=self._rejected,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 
-__all__ = ["cpu_seconds", "peak_rss_kib"]
+__all__ = ["cpu_seconds", "peak_rss_kib", "raise_fd_limit"]
 
 
 def peak_rss_kib() -> int:
@@ -13,6 +13,15 @@ def peak_rss_kib() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to the hard limit; return the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
 
 
 def cpu_seconds() -> float:

@@ -297,8 +297,9 @@ class Loop:
         elif registered:
             self.selector.unregister(fd)
 
-    async def wait_signal(self) -> int:
-        """Wait for SIGINT or SIGTERM, delivered through ``signal.set_wakeup_fd``."""
+    def watch_signals(self) -> None:
+        """From now on, deliver SIGINT and SIGTERM to :meth:`wait_signal` (through
+        ``signal.set_wakeup_fd``) instead of letting them end the process."""
         if self._signal_pipe is None:
             receive, send = socket.socketpair()
             receive.setblocking(False)
@@ -307,6 +308,11 @@ class Loop:
             signal.set_wakeup_fd(send.fileno())
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: None)  # the wakeup fd carries the number
+
+    async def wait_signal(self) -> int:
+        """Wait for SIGINT or SIGTERM; return its number."""
+        self.watch_signals()
+        assert self._signal_pipe is not None
         receive = self._signal_pipe[0]
         while True:
             await wait_readable(receive)

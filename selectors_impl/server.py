@@ -35,6 +35,9 @@ async def handle_connection(sink: Sink, sock: socket.socket, peer: str, buffer: 
     loop = current_loop()
     task = loop.current_task()
     connection = sink.open(peer, loop.time(), task.cancel)  # abort: close, FIN, not RST
+    if connection is None:  # --max-connections are open: refused and reported
+        sock.close()
+        return
     outcome = EOF
     since_yield = 0
     try:
@@ -86,8 +89,9 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
     ``options.grace`` seconds, abort the rest, and report the totals."""
     loop = current_loop()
     delay = LoopDelay()
-    stop_ticker = start_ticker(loop, delay)
-    sink = Sink(options.digest, delay, emit)
+    sink = options.sink(delay, emit)
+    stop_ticker = start_ticker(loop, delay, sink.expire)
+    loop.watch_signals()  # before we say we listen: a signal must not kill us from now on
     listener = socket.create_server((options.host, options.port), backlog=BACKLOG)
     listener.setblocking(False)
     acceptor: Task | None = None

@@ -6,20 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from common.loopdelay import LoopDelay
+from common.loopdelay import LoopDelay, OnTick
 from selectors_impl.loop import Loop, sleep
 
 __all__ = ["start_ticker"]
 
 
-def start_ticker(loop: Loop, delay: LoopDelay) -> Callable[[], None]:
-    """Tick on ``loop`` into ``delay`` until the returned function is called."""
+def start_ticker(loop: Loop, delay: LoopDelay, on_tick: OnTick | None = None) -> Callable[[], None]:
+    """Tick on ``loop`` into ``delay`` (and call ``on_tick``) until the returned function is
+    called."""
 
     async def other_task() -> None:
         wait = delay.start(loop.time())
         while True:
             await sleep(wait)
-            wait = delay.tick(loop.time())
+            now = loop.time()
+            wait = delay.tick(now)
+            if on_tick is not None:
+                on_tick(now)
 
     task = loop.spawn(other_task())
     return task.cancel

@@ -4,6 +4,7 @@ stdlib-socket sink and client that they are checked against. Imports no framewor
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import socket
@@ -98,6 +99,10 @@ class ServerProcess:
     def stop(self, signum: int = signal.SIGTERM, timeout: float = WAIT) -> dict[str, Any]:
         """Signal the server, expect its ``stopped`` event and exit status 0."""
         self.proc.send_signal(signum)
+        return self.stop_event(timeout)
+
+    def stop_event(self, timeout: float = WAIT) -> dict[str, Any]:
+        """Expect the ``stopped`` event of a server already signalled, and exit status 0."""
         event = self.next_event(timeout)
         assert event["event"] == "stopped", event
         assert self.proc.wait(timeout) == 0, self.stderr()
@@ -243,3 +248,70 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOCALHOST, 0))
         return int(sock.getsockname()[1])
+
+
+# --- neutral peers that misbehave, for the fault suite ---------------------------------
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER (1, 0): the peer gets an RST instead of a FIN."""
+    import struct
+
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class ResettingSink:
+    """Accepts one connection, reads ``after`` bytes, then resets it."""
+
+    def __init__(self, after: int) -> None:
+        self._listener = socket.create_server((LOCALHOST, 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.received = 0
+        self._after = after
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self._listener.accept()
+        while self.received < self._after:
+            data = conn.recv(min(65536, self._after - self.received))
+            if not data:
+                break
+            self.received += len(data)
+        reset(conn)
+
+    def close(self) -> None:
+        self._thread.join(WAIT)
+        self._listener.close()
+
+
+class ClogSink(NeutralSink):
+    """A neutral sink that does not read until :meth:`release` is called."""
+
+    def __post_init__(self) -> None:
+        self.released = threading.Event()
+        self.connected = threading.Event()
+        super().__post_init__()
+
+    def _drain(self, conn: socket.socket) -> None:
+        self.connected.set()
+        self.released.wait(WAIT)
+        super()._drain(conn)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def open_fds(pid: int) -> int:
+    """How many descriptors a process has open (Linux): it grows as a server accepts."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wait_until(condition: Any, timeout: float = WAIT, what: str = "condition") -> None:
+    """Poll ``condition()`` against a deadline: for facts no event reports."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.01)

@@ -46,6 +46,9 @@ class SinkServer(TCPServer):
     async def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
         # IOStream has no abort: close() drops what it buffered and sends FIN, not RST.
         connection = self._sink.open(format_peer(address), time.monotonic(), stream.close)
+        if connection is None:  # --max-connections are open: refused and reported
+            stream.close()
+            return
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
         outcome = EOF
@@ -80,9 +83,9 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
     ``options.grace`` seconds, abort the rest, and report the totals."""
     io_loop = IOLoop.current()
     delay = LoopDelay()
-    stop_ticker = start_ticker(io_loop, delay)
+    sink = options.sink(delay, emit)
+    stop_ticker = start_ticker(io_loop, delay, sink.expire)
     signals = loops.Signals(asyncio.get_running_loop())
-    sink = Sink(options.digest, delay, emit)
     try:
         sockets = bind_sockets(options.port, address=options.host, backlog=BACKLOG)
         server = SinkServer(sink)

@@ -8,18 +8,24 @@ from collections.abc import Callable
 
 from tornado.ioloop import IOLoop
 
-from common.loopdelay import LoopDelay
+from common.loopdelay import LoopDelay, OnTick
 
 __all__ = ["start_ticker"]
 
 
-def start_ticker(io_loop: IOLoop, delay: LoopDelay) -> Callable[[], None]:
-    """Tick on ``io_loop`` into ``delay`` until the returned function is called."""
+def start_ticker(
+    io_loop: IOLoop, delay: LoopDelay, on_tick: OnTick | None = None
+) -> Callable[[], None]:
+    """Tick on ``io_loop`` into ``delay`` (and call ``on_tick``) until the returned function
+    is called."""
     handle: object
 
     def tick() -> None:
         nonlocal handle
-        handle = io_loop.call_later(delay.tick(time.monotonic()), tick)
+        now = time.monotonic()
+        handle = io_loop.call_later(delay.tick(now), tick)
+        if on_tick is not None:
+            on_tick(now)
 
     handle = io_loop.call_later(delay.start(time.monotonic()), tick)
     return lambda: io_loop.remove_timeout(handle)

@@ -47,11 +47,13 @@ class SinkProtocol(Protocol):
         # abortConnection() drops what is buffered and closes with SO_LINGER (1, 0): an RST.
         abort = transport.abortConnection
         self._connection = self._sink.open(peer, time.monotonic(), abort)
+        if self._connection is None:  # --max-connections are open: refused and reported
+            abort()
 
     def dataReceived(self, data: bytes) -> None:
         # One recv(bufferSize = 64 KiB) per readiness event (twisted/internet/tcp.py).
-        assert self._connection is not None
-        self._connection.feed(data, time.monotonic())
+        if self._connection is not None:
+            self._connection.feed(data, time.monotonic())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         # Not IHalfCloseableProtocol: the peer's EOF arrives here, as ConnectionDone.
@@ -61,8 +63,8 @@ class SinkProtocol(Protocol):
             outcome = RESET
         else:
             outcome = ERROR
-        assert self._connection is not None
-        self._sink.close(self._connection, outcome, time.monotonic())
+        if self._connection is not None:
+            self._sink.close(self._connection, outcome, time.monotonic())
 
 
 class SinkFactory(Factory):
@@ -84,9 +86,9 @@ async def serve_until_stopped(
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
     ``options.grace`` seconds, abort the rest, and report the totals."""
     delay = LoopDelay()
-    stop_ticker = start_ticker(reactor, delay)
+    sink = options.sink(delay, emit)
+    stop_ticker = start_ticker(reactor, delay, sink.expire)
     signals = loops.Signals(reactor)
-    sink = Sink(options.digest, delay, emit)
     try:
         try:
             port = reactor.listenTCP(  # type: ignore[attr-defined]

@@ -8,18 +8,24 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from common.loopdelay import LoopDelay
+from common.loopdelay import LoopDelay, OnTick
 
 __all__ = ["start_ticker"]
 
 
-def start_ticker(reactor: IReactorTime, delay: LoopDelay) -> Callable[[], None]:
-    """Tick on ``reactor`` into ``delay`` until the returned function is called."""
+def start_ticker(
+    reactor: IReactorTime, delay: LoopDelay, on_tick: OnTick | None = None
+) -> Callable[[], None]:
+    """Tick on ``reactor`` into ``delay`` (and call ``on_tick``) until the returned function
+    is called."""
     call: IDelayedCall
 
     def tick() -> None:
         nonlocal call
-        call = reactor.callLater(delay.tick(time.monotonic()), tick)
+        now = time.monotonic()
+        call = reactor.callLater(delay.tick(now), tick)
+        if on_tick is not None:
+            on_tick(now)
 
     call = reactor.callLater(delay.start(time.monotonic()), tick)
     return lambda: call.cancel()

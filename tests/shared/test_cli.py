@@ -35,6 +35,11 @@ BAD_INPUT = [
     (["send", "--chunk-size", "0"], "chunk size must be 1 to"),
     (["serve", "--grace", "soon"], "not a number of seconds"),
     (["frobnicate"], "invalid choice"),
+    (["serve", "--idle-timeout", "0"], "seconds must be more than 0"),
+    (["serve", "--max-connections", "0"], "max connections must be 1 to"),
+    (["send", "--impl", "selectors", "--loop", "select", "--connections", "2000"], "at most 960"),
+    (["compare", "--impls", "gevent"], "unknown implementation gevent"),
+    (["compare", "--repeat", "0"], "repeat must be 1 to"),
 ]
 
 

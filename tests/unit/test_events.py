@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from common.events import Error, Listening, Received, Sent, Stopped, describe, to_json
+from common.events import Error, Listening, Received, Rejected, Sent, Stopped, describe, to_json
 from common.loopdelay import DelayStats
 
 STATS = DelayStats(ticks=3, p50_ms=0.5, p99_ms=2.25, max_ms=3.0)
@@ -23,8 +23,9 @@ def test_json_has_the_documented_fields() -> None:
         ),
         (
             Stopped(1, 10, {"eof": 1}, 2048, 0.5),
-            {"event", "connections", "bytes", "outcomes", "peak_rss_kib", "cpu_s"},
+            {"event", "connections", "bytes", "outcomes", "rejected", "peak_rss_kib", "cpu_s"},
         ),
+        (Rejected("127.0.0.1:6", 10), {"event", "peer", "open"}),
         (
             Sent(10, "ab", 0.5, 1, STATS, 2048, 0.25),
             {

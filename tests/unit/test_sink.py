@@ -56,3 +56,33 @@ def test_loop_delay_history_is_kept_only_for_open_connections() -> None:
     assert received.loop_delay.ticks == 1
     assert received.loop_delay.max_ms > 400
     assert sink.delay.stats().ticks == 0
+
+
+def test_max_connections_refuses_and_counts_the_rest() -> None:
+    """Beyond max_connections, open() returns None and reports a rejected event."""
+    events: list[Event] = []
+    delay = LoopDelay()
+    delay.start(0.0)
+    sink = Sink("none", delay, events.append, max_connections=1)
+    assert sink.open("a:1", 0.0, lambda: None) is not None
+    assert sink.open("b:2", 0.0, lambda: None) is None
+    assert [type(e).__name__ for e in events] == ["Rejected"]
+    assert sink.stopped().rejected == 1
+
+
+def test_expire_times_out_only_idle_connections() -> None:
+    """A connection silent for longer than idle_timeout is aborted with outcome timeout;
+    one that keeps sending is not."""
+    events: list[Event] = []
+    delay = LoopDelay()
+    delay.start(0.0)
+    sink = Sink("none", delay, events.append, idle_timeout=1.0)
+    closed: list[str] = []
+    quiet = sink.open("quiet:1", 0.0, lambda: closed.append("quiet"))
+    busy = sink.open("busy:2", 0.0, lambda: closed.append("busy"))
+    assert quiet is not None and busy is not None
+    busy.feed(b"x", 0.9)
+    assert sink.expire(1.5) == 1
+    assert closed == ["quiet"]
+    sink.close(quiet, "eof", 1.5)
+    assert isinstance(events[-1], Received) and events[-1].outcome == "timeout"
