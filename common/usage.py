@@ -9,7 +9,18 @@ __all__ = ["cpu_seconds", "peak_rss_kib", "raise_fd_limit"]
 
 
 def peak_rss_kib() -> int:
-    """Peak resident set size of this process, in KiB."""
+    """Peak resident set size of this process, in KiB.
+
+    On Linux this is ``VmHWM`` from /proc/self/status: ``ru_maxrss`` also remembers the
+    memory of the process we were forked from before exec, so a child of a large parent
+    (a test runner) would report the parent's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak // 1024 if sys.platform == "darwin" else peak
