@@ -55,6 +55,16 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
         stream.close()
 
 
+def describe_stream_error(exc: BaseException) -> str:
+    """The same short message as the other clients give; a StreamClosedError carries the
+    socket error underneath as ``real_error``."""
+    if isinstance(exc, StreamClosedError):
+        if exc.real_error is not None:
+            return describe_error(exc.real_error)
+        return "connection closed by peer before the payload was sent"
+    return describe_error(exc)
+
+
 # --- client -----------------------------------------------------------------------------
 
 
@@ -78,16 +88,6 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     finally:
         stop_ticker()
     return SendResult.from_accounts(accounts, time.monotonic() - started, delay.stats())
-
-
-def describe_stream_error(exc: BaseException) -> str:
-    """The same short message as the other clients give; a StreamClosedError carries the
-    socket error underneath as ``real_error``."""
-    if isinstance(exc, StreamClosedError):
-        if exc.real_error is not None:
-            return describe_error(exc.real_error)
-        return "connection closed by peer before the payload was sent"
-    return describe_error(exc)
 
 
 # --- run --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from common.accounting import SendAccount
-from common.interface import Progress, SendFailed, SendOptions, SendResult
+from common.interface import Progress, SendFailed, SendOptions, SendResult, describe_error
 from common.loopdelay import LoopDelay
 from common.payload import TALK_SIZE, Payload
 from twisted_impl import loops
@@ -108,8 +108,6 @@ async def send_one(
 
 def describe_failure(failure: Failure) -> str:
     """Return the same short message for a Twisted failure as the other clients give."""
-    from common.interface import describe_error
-
     if failure.check(error.ConnectionRefusedError):
         return "connection refused"
     if failure.check(error.ConnectionLost):
