@@ -347,6 +347,11 @@ def _progress(total: int, enabled: bool, unit: str = "bytes") -> Iterator[Progre
 # --- commands ---------------------------------------------------------------------------
 
 
+def _loop_text(entry: registry.Entry, name: str) -> str:
+    detail = entry.loop(name).detail
+    return f"{name} ({detail})" if detail else name
+
+
 def run_impls(args: argparse.Namespace) -> int:
     available = registry.available()
     if args.json:
@@ -356,7 +361,7 @@ def run_impls(args: argparse.Namespace) -> int:
         if entry in available:
             print(
                 f"{entry.name:<20} {entry.framework:<10} {entry.variant:<10} "
-                f"loops: {', '.join(entry.available_loops())}"
+                f"loops: {', '.join(_loop_text(entry, name) for name in entry.available_loops())}"
             )
         else:
             print(f"{entry.name:<20} not installed: pip install 'nbio[{entry.extra}]'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import cast
 
@@ -36,6 +37,14 @@ __all__ = [
 
 #: Descriptors a process keeps for itself (stdio, listener, poller, wake-up pipes).
 FD_RESERVE = 64
+#: What "default" polls with on this platform (asyncio, Twisted and selectors agree).
+_POLLER = (
+    "epoll"
+    if sys.platform.startswith("linux")
+    else "kqueue"
+    if sys.platform == "darwin" or "bsd" in sys.platform
+    else "select"
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class Loop:
     requires: tuple[str, ...] = ()
     #: select() cannot watch descriptors numbered FD_SETSIZE (1024) or more.
     max_fds: int | None = None
+    #: What actually runs under this name here, for people (``nbio impls``).
+    detail: str = ""
 
     def missing(self) -> list[str]:
         return [module for module in self.requires if not _installed(module)]
@@ -99,7 +110,7 @@ ENTRIES: tuple[Entry, ...] = (
         variant="streams",
         server="asyncio_impl.server",
         client="asyncio_impl.client",
-        loops=(Loop("default"), Loop("uvloop", ("uvloop",))),
+        loops=(Loop("default", detail=f"SelectorEventLoop/{_POLLER}"), Loop("uvloop", ("uvloop",))),
     ),
     Entry(
         name="asyncio-protocol",
@@ -107,7 +118,7 @@ ENTRIES: tuple[Entry, ...] = (
         variant="protocol",
         server="asyncio_impl.protocol_server",
         client="asyncio_impl.protocol_client",
-        loops=(Loop("default"), Loop("uvloop", ("uvloop",))),
+        loops=(Loop("default", detail=f"SelectorEventLoop/{_POLLER}"), Loop("uvloop", ("uvloop",))),
     ),
     Entry(
         name="twisted",
@@ -117,11 +128,11 @@ ENTRIES: tuple[Entry, ...] = (
         client="twisted_impl.client",
         requires=("twisted",),
         loops=(
-            Loop("default"),  # epollreactor on Linux
-            Loop("poll"),
-            Loop("select", max_fds=1024),
-            Loop("asyncio"),  # AsyncioSelectorReactor on asyncio's own loop
-            Loop("uvloop", ("uvloop",)),  # AsyncioSelectorReactor on uvloop
+            Loop("default", detail=f"{_POLLER} reactor"),  # twisted.internet.default
+            Loop("poll", detail="PollReactor"),
+            Loop("select", max_fds=1024, detail="SelectReactor"),
+            Loop("asyncio", detail="AsyncioSelectorReactor on asyncio's loop"),
+            Loop("uvloop", ("uvloop",), detail="AsyncioSelectorReactor on uvloop"),
         ),
         extra="twisted",
     ),
@@ -132,7 +143,10 @@ ENTRIES: tuple[Entry, ...] = (
         server="tornado_impl.server",
         client="tornado_impl.client",
         requires=("tornado",),
-        loops=(Loop("default"), Loop("uvloop", ("uvloop",))),  # the asyncio loop under the IOLoop
+        loops=(  # the asyncio loop under the IOLoop
+            Loop("default", detail=f"AsyncIOMainLoop on SelectorEventLoop/{_POLLER}"),
+            Loop("uvloop", ("uvloop",), detail="AsyncIOMainLoop on uvloop"),
+        ),
         extra="tornado",
     ),
     Entry(
@@ -141,7 +155,12 @@ ENTRIES: tuple[Entry, ...] = (
         variant="own-loop",
         server="selectors_impl.server",
         client="selectors_impl.client",
-        loops=(Loop("default"), Loop("select", max_fds=1024), Loop("poll"), Loop("epoll")),
+        loops=(
+            Loop("default", detail=f"DefaultSelector: {_POLLER}"),
+            Loop("select", max_fds=1024),
+            Loop("poll"),
+            Loop("epoll"),
+        ),
     ),
     Entry(
         name="blocking",
@@ -149,7 +168,7 @@ ENTRIES: tuple[Entry, ...] = (
         variant="blocking",
         server="blocking_impl.server",
         client="blocking_impl.client",
-        loops=(Loop("default"),),  # no loop: a thread per connection
+        loops=(Loop("default", detail="a thread per connection, no loop"),),
     ),
 )
 
