@@ -106,8 +106,9 @@ class Sink:
         )
         self._bytes += account.bytes
         self._outcomes[outcome] += 1
-        # Keep only the loop-delay samples that an open connection still needs.
-        oldest = min((c.mark for c in self._live), default=self.delay.mark())
+        # Keep only the loop-delay samples that an open connection still needs. Marks grow
+        # in the order connections open, which is the live dict's order: the first is oldest.
+        oldest = next(iter(self._live)).mark if self._live else self.delay.mark()
         self.delay.forget_before(oldest)
         self._emit(received)
         if not self._live:
