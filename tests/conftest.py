@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from harness import Target
+from harness import Target, param_id
 
 from common import registry
 
@@ -44,7 +44,7 @@ def _param(targets: tuple[Target, ...]) -> object:
                 f"loop {target.loop} needs {', '.join(entry.loop(target.loop).missing())}"
             )
     marks = [pytest.mark.skip(reason="; ".join(reasons))] if reasons else []
-    return pytest.param(*targets, marks=marks, id="-to-".join(t.id for t in targets))
+    return pytest.param(*targets, marks=marks, id="-to-".join(param_id(t) for t in targets))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

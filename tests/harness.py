@@ -9,31 +9,23 @@ import queue
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.bench import NBIO  # the CLI, run by the interpreter that runs the tests
+from common.compare import Target  # one implementation on one of its loops
 from common.payload import Payload
 
-#: The CLI, run by the interpreter that runs the tests (the console script's own code).
-NBIO = [sys.executable, "-m", "common.cli"]
 LOCALHOST = "127.0.0.1"
 #: Seconds any one wait may take before the test fails; generous: machines are shared.
 WAIT = 60.0
 
 
-@dataclass(frozen=True)
-class Target:
-    """One implementation on one of its loops, as a test parameter."""
-
-    impl: str
-    loop: str = "default"
-
-    @property
-    def id(self) -> str:
-        return self.impl if self.loop == "default" else f"{self.impl}-{self.loop}"
+def param_id(target: Target) -> str:
+    """A target as a pytest id: ``asyncio-streams``, ``asyncio-streams-uvloop``."""
+    return target.impl if target.loop == "default" else f"{target.impl}-{target.loop}"
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -81,9 +73,9 @@ class ServerProcess:
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"no event from {self.target.id} in {timeout} s") from None
+            raise AssertionError(f"no event from {param_id(self.target)} in {timeout} s") from None
         if event is None:
-            raise AssertionError(f"{self.target.id} server exited: {self.stderr()}")
+            raise AssertionError(f"{param_id(self.target)} server exited: {self.stderr()}")
         return event
 
     def received(self, count: int = 1, timeout: float = WAIT) -> list[dict[str, Any]]:
