@@ -48,6 +48,7 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
                 since_yield = 0
         writer.close()  # sends what the transport still holds, then FIN
         await writer.wait_closed()
+        account.end(time.monotonic())
     except BaseException:
         account.buffered = writer.transport.get_write_buffer_size()
         writer.transport.abort()
@@ -65,7 +66,6 @@ async def send_all(
     delay = LoopDelay()
     stop_ticker = start_ticker(loop, delay)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    started = time.monotonic()
     tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
     try:
         await asyncio.gather(*tasks)
@@ -77,7 +77,7 @@ async def send_all(
         raise SendFailed(describe_error(exc), went_out) from None
     finally:
         stop_ticker()
-    return SendResult.from_accounts(accounts, time.monotonic() - started, delay.stats())
+    return SendResult.from_accounts(accounts, delay.stats())
 
 
 # --- run --------------------------------------------------------------------------------

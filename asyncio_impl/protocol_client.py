@@ -65,6 +65,7 @@ class PayloadProtocol(asyncio.Protocol):
         elif not self._finished:
             self.done.set_exception(BrokenPipeError("closed by peer before the payload was sent"))
         else:
+            self._account.end(time.monotonic())
             self.done.set_result(None)
 
     def _write_more(self) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from asyncio_impl import loops
 from asyncio_impl.ticker import start_ticker
-from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.events import EOF, ERROR, RESET, Event, describe
 from common.interface import ServeOptions, format_peer
 from common.loopdelay import LoopDelay
 from common.sink import Sink
@@ -87,7 +87,7 @@ async def serve_until_stopped(
     try:
         server = await start(sink, options)
         port = server.sockets[0].getsockname()[1]
-        emit(Listening(options.impl, options.loop, options.host, port, loops.describe(loop)))
+        emit(options.listening(port, loops.describe(loop)))
         await signals.wait()
         server.close()  # stop accepting; connections already accepted carry on
         if not await loops.wait_idle(sink, options.grace, signals):

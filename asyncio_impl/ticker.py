@@ -19,12 +19,23 @@ def start_ticker(
     called."""
     handle: asyncio.TimerHandle
 
-    def tick() -> None:
+    def schedule() -> None:
         nonlocal handle
+        handle = loop.call_later(delay.interval, tick)
+        # The loop's own due time, on time.monotonic()'s clock: asyncio's loop.time() is
+        # that clock; uvloop's is too, but in whole milliseconds cached per iteration.
+        delay.expect(handle.when())
+
+    def tick() -> None:
         now = time.monotonic()
-        handle = loop.call_later(delay.tick(now), tick)
+        delay.tick(now)
+        schedule()
         if on_tick is not None:
             on_tick(now)
 
-    handle = loop.call_later(delay.start(time.monotonic()), tick)
-    return lambda: handle.cancel()
+    def stop() -> None:
+        handle.cancel()
+        delay.stop(time.monotonic())
+
+    schedule()
+    return stop

@@ -34,6 +34,7 @@ def send_one(
             account.feed(chunk, time.monotonic())
             progress(len(chunk))
     # Leaving the block closes the socket: the kernel still sends what it holds, then FIN.
+    account.end(time.monotonic())
 
 
 # --- client -----------------------------------------------------------------------------
@@ -55,7 +56,6 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
 
     threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in accounts]
     ticker = Ticker(delay, lock)
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     ticker.run_until(lambda: bool(failures) or not any(t.is_alive() for t in threads))
@@ -67,9 +67,9 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
             thread.join()
         went_out = sum(account.handed_to_kernel for account in accounts)
         raise SendFailed(describe_error(failures[0]), went_out)
-    seconds = time.monotonic() - started
+    ticker.stop()
     with lock:
-        return SendResult.from_accounts(accounts, seconds, delay.stats())
+        return SendResult.from_accounts(accounts, delay.stats())
 
 
 # --- run --------------------------------------------------------------------------------

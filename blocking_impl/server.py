@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from blocking_impl.ticker import Ticker
-from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.events import EOF, ERROR, RESET, Event, describe
 from common.interface import ServeOptions, format_peer
 from common.loopdelay import LoopDelay
 from common.sink import Sink
@@ -86,11 +86,7 @@ def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) ->
         acceptor = threading.Thread(target=accept_connections, args=(sink, lock, listener))
         acceptor.start()
         with lock:
-            emit(
-                Listening(
-                    options.impl, options.loop, options.host, listener.getsockname()[1], "threads"
-                )
-            )
+            emit(options.listening(listener.getsockname()[1], "threads"))
         ticker = Ticker(delay, lock, sink.expire)
         ticker.run_until(lambda: bool(signals))
         listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); then stop accepting

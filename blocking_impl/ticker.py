@@ -24,7 +24,8 @@ class Ticker:
         self._lock = lock  # the delay is read by worker threads when a connection ends
         self._on_tick = on_tick
         with lock:
-            self._due = time.monotonic() + delay.start(time.monotonic())
+            self._due = time.monotonic() + delay.interval
+            delay.expect(self._due)  # no loop keeps our timer: this thread's sleep does
 
     def run_until(self, done: Callable[[], bool], timeout: float | None = None) -> bool:
         """Tick until ``done()`` or ``timeout`` seconds; return ``done()``. ``done`` is
@@ -36,7 +37,14 @@ class Ticker:
             time.sleep(max(0.0, self._due - time.monotonic()))
             with self._lock:
                 now = time.monotonic()
-                self._due = now + self._delay.tick(now)
+                self._delay.tick(now)
+                self._due = now + self._delay.interval
+                self._delay.expect(self._due)
                 if self._on_tick is not None:
                     self._on_tick(now)
         return done()
+
+    def stop(self) -> None:
+        """Stop ticking: a tick overdue now is still counted."""
+        with self._lock:
+            self._delay.stop(time.monotonic())

@@ -1,19 +1,44 @@
-"""Counting a byte stream: how many bytes, their sha256 if asked, and when they came."""
+"""Counting a byte stream: how many bytes, their sha256 if asked, and when they came.
+
+"When" is two clocks: ``time.monotonic()`` (passed in by the caller, the same clock in every
+process of one machine, so spans of a server and a client can be compared) and the process's
+own usage (``getrusage``: CPU seconds, user + system of every thread, and voluntary context
+switches, the times it went to sleep waiting), read once at the first byte and once at the
+end, so both can be charged to the span that moved the bytes.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import resource
 
-__all__ = ["DIGESTS", "Buffer", "ByteAccount", "SendAccount"]
+__all__ = ["DIGESTS", "Buffer", "ByteAccount", "SendAccount", "process_usage"]
 
 DIGESTS = ("none", "sha256")
 Buffer = bytes | bytearray | memoryview
 
 
+def process_usage() -> tuple[float, int]:
+    """This process's CPU seconds (user + system, every thread) and voluntary context
+    switches so far: one ``getrusage`` call."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw
+
+
 class ByteAccount:
     """One connection's bytes, counted (and hashed) as they pass, never kept."""
 
-    __slots__ = ("_hash", "bytes", "ended_at", "first_byte_at", "last_byte_at")
+    __slots__ = (
+        "_hash",
+        "bytes",
+        "cpu_at_end",
+        "cpu_at_first_byte",
+        "ended_at",
+        "first_byte_at",
+        "last_byte_at",
+        "waits_at_end",
+        "waits_at_first_byte",
+    )
 
     def __init__(self, digest: str = "none") -> None:
         if digest not in DIGESTS:
@@ -23,6 +48,10 @@ class ByteAccount:
         self.first_byte_at: float | None = None
         self.last_byte_at: float | None = None
         self.ended_at: float | None = None
+        self.cpu_at_first_byte: float | None = None  # process CPU seconds then
+        self.cpu_at_end: float | None = None
+        self.waits_at_first_byte: int | None = None  # voluntary context switches then
+        self.waits_at_end: int | None = None
 
     def feed(self, data: Buffer, now: float) -> None:
         """Count ``data``, which passed at time ``now``."""
@@ -31,6 +60,7 @@ class ByteAccount:
             return
         if self.first_byte_at is None:
             self.first_byte_at = now
+            self.cpu_at_first_byte, self.waits_at_first_byte = process_usage()
         self.last_byte_at = now
         self.bytes += count
         if self._hash is not None:
@@ -40,6 +70,7 @@ class ByteAccount:
         """Note that the stream ended (EOF, reset, abort) at ``now``."""
         if self.ended_at is None:
             self.ended_at = now
+            self.cpu_at_end, self.waits_at_end = process_usage()
 
     @property
     def sha256(self) -> str | None:

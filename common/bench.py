@@ -1,8 +1,12 @@
 """Runs a real sink server and a real client as two ``nbio`` processes over loopback and
-collects what each reported: the building block of ``nbio demo`` (and of comparisons).
+keeps what each reported: the building block of ``nbio demo``, ``nbio compare`` and the
+shared test suite.
 
-Every figure comes from the processes' own ``--json`` events: the server measures the
-throughput (first byte to EOF), each process its own CPU, memory and loop delay.
+:func:`command` is the one place that turns a target and its settings into a command line,
+so a setting cannot be dropped on the way: :func:`run_transfer` also checks that the
+processes' own events name the settings it asked for. Every figure comes from those events:
+the server measures throughput (first byte to EOF), each process its own CPU, memory and
+loop delay.
 """
 
 from __future__ import annotations
@@ -11,13 +15,33 @@ import json
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import IO, Any
 
-__all__ = ["Transfer", "TransferFailed", "run_transfer"]
+from common.payload import DEFAULT_CHUNK_SIZE
 
+__all__ = [
+    "GIB",
+    "NBIO",
+    "REFERENCE",
+    "Settings",
+    "Target",
+    "Transfer",
+    "TransferFailed",
+    "check",
+    "command",
+    "run_transfer",
+]
+
+#: The CLI, run by the interpreter that runs us.
 NBIO = [sys.executable, "-m", "common.cli"]
+#: The reference at the limit: plain sockets, no accounting (see :mod:`common.reference`).
+REFERENCE = "reference"
+GIB = 1024**3
 WAIT = 600.0
+
+Events = dict[str, Any]
 
 
 class TransferFailed(Exception):
@@ -25,59 +49,139 @@ class TransferFailed(Exception):
 
 
 @dataclass(frozen=True)
-class Transfer:
-    """One client-to-server transfer, as both processes reported it."""
+class Target:
+    """One implementation on one loop, with the knobs (``--tune``) set in its processes."""
 
-    listening: dict[str, Any]
-    sent: dict[str, Any]
-    received: list[dict[str, Any]]
-    stopped: dict[str, Any]
+    impl: str
+    loop: str = "default"
+    tune: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def id(self) -> str:
+        """``asyncio-streams``, ``twisted (poll)``, ``twisted (SEND_LIMIT=1048576)``."""
+        details = [] if self.loop == "default" else [self.loop]
+        details += [f"{path.rsplit('.', 1)[-1]}={value}" for path, value in self.tune]
+        return f"{self.impl} ({', '.join(details)})" if details else self.impl
+
+    def to_json(self) -> dict[str, Any]:
+        return {"impl": self.impl, "loop": self.loop, "tune": dict(self.tune)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Target:
+        return cls(data["impl"], data["loop"], tuple(data.get("tune", {}).items()))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every transfer of a run sends: the client's settings, and the sink's digest."""
+
+    size: int
+    connections: int = 1
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    digest: str = "none"
+
+    def send_args(self) -> list[str]:
+        return [
+            "--size",
+            str(self.size),
+            "--connections",
+            str(self.connections),
+            "--chunk-size",
+            str(self.chunk_size),
+            "--digest",
+            self.digest,
+        ]
+
+
+def command(verb: str, target: Target, *args: str) -> list[str]:
+    """The command line that runs ``nbio VERB`` for ``target`` with ``--json``, then
+    ``args``: the only place compare, demo and the tests build one."""
+    if target.impl == REFERENCE:
+        return [sys.executable, "-m", "common.reference", verb, *args]
+    tune = [arg for path, value in target.tune for arg in ("--tune", f"{path}={value}")]
+    return [*NBIO, verb, "--impl", target.impl, "--loop", target.loop, "--json", *tune, *args]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One client-to-server transfer: every event both processes printed."""
+
+    listening: Events
+    sent: Events
+    received: list[Events] = field(default_factory=list)
+    stopped: Events = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "listening": self.listening,
+            "sent": self.sent,
+            "received": self.received,
+            "stopped": self.stopped,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Transfer:
+        return cls(data["listening"], data["sent"], list(data["received"]), data["stopped"])
 
     @property
     def server_bytes(self) -> int:
         return sum(int(r["bytes"]) for r in self.received)
 
     @property
+    def server_seconds(self) -> float:
+        """The wall span the server saw: earliest first byte to latest end, over every
+        connection (``time.monotonic()``, one clock for the whole machine)."""
+        starts = [r["first_byte_at"] for r in self.received if r["first_byte_at"] is not None]
+        ends = [r["ended_at"] for r in self.received if r["ended_at"] is not None]
+        return max(ends) - min(starts) if starts and ends else 0.0
+
+    @property
     def server_mb_per_s(self) -> float:
-        """Server-measured throughput: bytes over the longest first-byte-to-EOF span."""
-        seconds = max((float(r["seconds"]) for r in self.received), default=0.0)
+        """Server-measured throughput: every byte over the wall span."""
+        seconds = self.server_seconds
         return self.server_bytes / seconds / 1e6 if seconds > 0 else 0.0
 
+    @property
+    def server_cpu_s(self) -> float:
+        """The server's CPU seconds over that same span (its CPU clock only moves forward,
+        so the earliest reading is the one at the earliest first byte)."""
+        starts = [
+            r["cpu_at_first_byte"] for r in self.received if r["cpu_at_first_byte"] is not None
+        ]
+        ends = [r["cpu_at_end"] for r in self.received if r["cpu_at_end"] is not None]
+        return max(ends) - min(starts) if starts and ends else 0.0
 
-def _next_event(stream: IO[str], proc: subprocess.Popen[str]) -> dict[str, Any]:
+    @property
+    def server_waits(self) -> int:
+        """The server's voluntary context switches over that span."""
+        starts = [
+            r["waits_at_first_byte"] for r in self.received if r["waits_at_first_byte"] is not None
+        ]
+        ends = [r["waits_at_end"] for r in self.received if r["waits_at_end"] is not None]
+        return max(ends) - min(starts) if starts and ends else 0
+
+    @property
+    def server_delay(self) -> Events:
+        """The loop delay of the connection that saw the most ticks: the longest span."""
+        return max(self.received, key=lambda r: int(r["ticks"]), default={"ticks": 0})
+
+
+def _next_event(stream: IO[str], proc: subprocess.Popen[str]) -> Events:
     line = stream.readline()
     if not line:
         proc.wait(WAIT)
         stderr = proc.stderr.read().strip() if proc.stderr else ""
         raise TransferFailed(stderr.splitlines()[-1] if stderr else "server exited")
-    event: dict[str, Any] = json.loads(line)
+    event: Events = json.loads(line)
     return event
 
 
-def run_transfer(
-    server: tuple[str, str],
-    client: tuple[str, str],
-    send_args: list[str],
-    connections: int = 1,
-    digest: str = "sha256",
-) -> Transfer:
-    """Start ``server`` (impl, loop), run ``client`` (impl, loop) against it with
-    ``send_args``, stop the server, and check every byte is accounted for (and, with the
-    ``sha256`` digest, that both sides saw the same bytes: it costs CPU on both sides)."""
+def run_transfer(server: Target, client: Target, settings: Settings) -> Transfer:
+    """Start ``server``, run ``client`` against it with ``settings``, stop the server, and
+    check that every byte is accounted for, that the events name the settings asked for,
+    and (with the ``sha256`` digest) that both sides saw the same bytes."""
     proc = subprocess.Popen(
-        [
-            *NBIO,
-            "serve",
-            "--impl",
-            server[0],
-            "--loop",
-            server[1],
-            "--port",
-            "0",
-            "--json",
-            "--digest",
-            "sha256",
-        ],
+        command("serve", server, "--port", "0", "--digest", settings.digest),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -86,30 +190,15 @@ def run_transfer(
     try:
         listening = _next_event(proc.stdout, proc)
         done = subprocess.run(
-            [
-                *NBIO,
-                "send",
-                "--impl",
-                client[0],
-                "--loop",
-                client[1],
-                "--json",
-                "--port",
-                str(listening["port"]),
-                "--digest",
-                "sha256",
-                "--connections",
-                str(connections),
-                *send_args,
-            ],
+            command("send", client, "--port", str(listening["port"]), *settings.send_args()),
             capture_output=True,
             text=True,
             timeout=WAIT,
         )
         if done.returncode != 0:
             raise TransferFailed(done.stderr.strip() or f"client exited {done.returncode}")
-        sent: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-        received = [_next_event(proc.stdout, proc) for _ in range(connections)]
+        sent: Events = json.loads(done.stdout.splitlines()[-1])
+        received = [_next_event(proc.stdout, proc) for _ in range(settings.connections)]
         proc.send_signal(signal.SIGTERM)
         stopped = _next_event(proc.stdout, proc)
         proc.wait(WAIT)
@@ -121,11 +210,30 @@ def run_transfer(
             if stream is not None:
                 stream.close()
     transfer = Transfer(listening, sent, received, stopped)
-    problems = []
-    if transfer.server_bytes != sent["bytes"] or stopped.get("bytes") != sent["bytes"]:
-        problems.append(f"sent {sent['bytes']} bytes, server counted {transfer.server_bytes}")
-    if any(r["sha256"] != sent["sha256"] or r["outcome"] != "eof" for r in received):
-        problems.append("a connection's digest or outcome differs from what was sent")
+    problems = check(transfer, settings)
     if problems:
         raise TransferFailed("; ".join(problems))
     return transfer
+
+
+def check(transfer: Transfer, settings: Settings) -> list[str]:
+    """What is wrong with a transfer run with ``settings``: nothing, for a clean one."""
+    sent, listening, received = transfer.sent, transfer.listening, transfer.received
+    problems = []
+    # The settings, as each process says it ran (the reference hashes nothing, says no digest).
+    ran = [("client digest", sent.get("digest"), settings.digest)]
+    ran.append(("client chunk size", sent.get("chunk_size"), settings.chunk_size))
+    if "digest" in listening:
+        ran.append(("server digest", listening["digest"], settings.digest))
+    problems += [
+        f"{what} {got!r} ran, {asked!r} was asked" for what, got, asked in ran if got != asked
+    ]
+    expected = settings.size * settings.connections
+    counted = transfer.server_bytes
+    if not sent["bytes"] == counted == transfer.stopped.get("bytes") == expected:
+        problems.append(f"{expected} bytes asked, {sent['bytes']} sent, {counted} counted")
+    if any(r["outcome"] != "eof" for r in received):
+        problems.append("a connection ended " + ", ".join(sorted({r["outcome"] for r in received})))
+    if any(r["sha256"] != sent["sha256"] for r in received):
+        problems.append("the server's sha256 differs from the client's")
+    return problems

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import importlib.util
 import json
 import os
+import random
 import socket
-import statistics
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
-from common import bench, compare, registry, usage
+from common import bench, compare, registry, report, usage
 from common.accounting import DIGESTS
 from common.events import Error, Event, Listening, Sent, Stopped, describe, to_json
 from common.interface import (
@@ -94,6 +96,27 @@ def _positive_seconds(text: str) -> float:
 
 
 _port = _bounded("port", 0, 65535, int)
+
+
+def _knob(text: str) -> tuple[str, int]:
+    """``PATH=SIZE``: a module or class attribute and the whole number to set it to."""
+    path, equals, value = text.partition("=")
+    if not equals or "." not in path or not all(part.isidentifier() for part in path.split(".")):
+        raise argparse.ArgumentTypeError(
+            f"not a knob: {text!r} (use PATH=SIZE, e.g. asyncio_impl.server.READ_SIZE=64KiB)"
+        )
+    return path, _size(value)
+
+
+def _variant(text: str) -> bench.Target:
+    """``IMPL[/LOOP]:PATH=SIZE[,PATH=SIZE...]``: a row with knobs set in both processes."""
+    name, colon, knobs = text.partition(":")
+    impl, _, loop = name.partition("/")
+    if not colon or not impl or not knobs:
+        raise argparse.ArgumentTypeError(
+            f"not a variant: {text!r} (use IMPL[/LOOP]:PATH=SIZE[,PATH=SIZE])"
+        )
+    return bench.Target(impl, loop or "default", tuple(_knob(k) for k in knobs.split(",")))
 
 
 # --- parser -----------------------------------------------------------------------------
@@ -215,16 +238,41 @@ def build_parser() -> Parser:
         action="store_true",
         help="every client against every server instead (default loops)",
     )
-    output = compare_.add_mutually_exclusive_group()
+    compare_.add_argument(
+        "--seed",
+        type=_bounded("seed", 0, 2**32 - 1, int),
+        default=None,
+        help="seed of the shuffled order (default: a fresh one, printed with the report)",
+    )
+    compare_.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="IMPL[/LOOP]:PATH=SIZE",
+        help="also run IMPL with knobs set (see serve --tune), as a row of its own",
+    )
+    compare_.add_argument(
+        "--save", metavar="FILE.json", default=None, help="store the raw report in FILE.json"
+    )
+    _output_arguments(compare_)
+
+    report_ = commands.add_parser("report", help="render a report that compare --save stored")
+    report_.add_argument("path", metavar="FILE.json", help="a report stored by compare --save")
+    _output_arguments(report_)
+    return parser
+
+
+def _output_arguments(parser: Parser) -> None:
+    output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the report as JSON")
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
-    compare_.add_argument(
+    parser.add_argument(
         "--plot",
         metavar="FILE.png",
         default=None,
         help="also draw bar charts to FILE.png (needs the plot extra)",
     )
-    return parser
 
 
 def _common_arguments(parser: Parser) -> None:
@@ -242,6 +290,15 @@ def _common_arguments(parser: Parser) -> None:
         "--digest", choices=DIGESTS, default="none", help="hash what passes (default none)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--tune",
+        type=_knob,
+        action="append",
+        default=[],
+        metavar="PATH=SIZE",
+        help="an experiment: set a module or class attribute first, e.g. "
+        "twisted.internet.abstract.FileDescriptor.SEND_LIMIT=1MiB (repeatable)",
+    )
 
 
 # --- checks that need more than one argument --------------------------------------------
@@ -306,13 +363,15 @@ def _printer(as_json: bool) -> Callable[[Event], None]:
 
 
 def _with_usage(emit: Callable[[Event], None]) -> Callable[[Event], None]:
-    """Add the server's own CPU (from listening on) and peak RSS to its ``stopped`` event,
-    the same way for every implementation."""
+    """Add the server's resident size at ``listening`` (the baseline its growth is
+    measured from) and, to ``stopped``, its peak RSS and CPU since listening, the same way
+    for every implementation."""
     listening_cpu = [0.0]
 
     def emit_with_usage(event: Event) -> None:
         if isinstance(event, Listening):
             listening_cpu[0] = usage.cpu_seconds()
+            event = dataclasses.replace(event, rss_kib=usage.rss_kib())
         elif isinstance(event, Stopped):
             event = dataclasses.replace(
                 event,
@@ -322,6 +381,26 @@ def _with_usage(emit: Callable[[Event], None]) -> Callable[[Event], None]:
         emit(event)
 
     return emit_with_usage
+
+
+def _apply_tune(knobs: list[tuple[str, int]]) -> None:
+    """Set each ``--tune`` knob: an existing whole-number attribute of a module or class."""
+    for path, value in knobs:
+        owner_path, _, attribute = path.rpartition(".")
+        module_path, owner = owner_path, None
+        attributes: list[str] = []
+        while owner is None and module_path:
+            try:
+                owner = importlib.import_module(module_path)
+            except ImportError:
+                module_path, _, name = module_path.rpartition(".")
+                attributes.insert(0, name)
+        for name in attributes:
+            owner = getattr(owner, name, None)
+        current = getattr(owner, attribute, None)
+        if owner is None or not isinstance(current, int) or isinstance(current, bool):
+            raise UsageError(f"--tune {path}: no such whole-number attribute")
+        setattr(owner, attribute, value)
 
 
 @contextmanager
@@ -385,8 +464,10 @@ def run_serve(args: argparse.Namespace) -> int:
         grace=args.grace,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
+        tune=tuple(args.tune),
     )
     implementation = registry.load(entry)
+    _apply_tune(args.tune)
     try:
         implementation.serve(options, _with_usage(_printer(args.json)))
     except OSError as exc:
@@ -419,10 +500,20 @@ def run_send(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
     )
     implementation = registry.load(entry)
+    _apply_tune(args.tune)
+    for module in entry.loop(args.loop).requires:  # uvloop: imported before the baseline too
+        importlib.import_module(module)
+    rss_kib = usage.rss_kib()  # the baseline of the client's memory growth: after imports
     emit = _printer(args.json)
+    chunks = 0
     try:
-        with _progress(payload.size * args.connections, enabled=not args.json) as progress:
-            cpu_before = usage.cpu_seconds()  # after start-up and the framework's imports
+        with _progress(payload.size * args.connections, enabled=not args.json) as advance:
+
+            def progress(count: int) -> None:
+                nonlocal chunks
+                chunks += 1  # every client reports each chunk it hands to its framework
+                advance(count)
+
             result = implementation.send(options, progress)
     except SendFailed as exc:
         error = Error(message=exc.message, bytes=exc.bytes_sent)
@@ -437,8 +528,16 @@ def run_send(args: argparse.Namespace) -> int:
             seconds=result.seconds,
             connections=result.connections,
             loop_delay=result.loop_delay,
+            digest=options.digest,
+            chunk_size=options.chunk_size,
+            chunks=chunks,
+            tune=dict(args.tune),
+            first_byte_at=result.first_byte_at,
+            ended_at=result.ended_at,
+            cpu_s=result.cpu_s,
+            waits=result.waits,
+            rss_kib=rss_kib,
             peak_rss_kib=usage.peak_rss_kib(),
-            cpu_s=usage.cpu_seconds() - cpu_before,
         )
     )
     return 0
@@ -446,27 +545,30 @@ def run_send(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     entry = _entry(args)
-    target = (entry.name, args.loop)
+    target = bench.Target(entry.name, args.loop)
     print(
         f"{entry.name} ({args.loop} loop): sink server and client in two processes, "
-        f"sending {args.size} bytes ({human_size(args.size)}) of foobar over 127.0.0.1",
+        f"sending {args.size} bytes ({human_size(args.size)}) of foobar over 127.0.0.1, "
+        "sha256 on both sides",
         flush=True,
     )
     try:
-        transfer = bench.run_transfer(target, target, ["--size", str(args.size)])
+        transfer = bench.run_transfer(target, target, bench.Settings(args.size, digest="sha256"))
     except bench.TransferFailed as exc:
         print(f"nbio demo: error: {exc}", file=sys.stderr)
         return 1
     sent, (received,) = transfer.sent, transfer.received
     print(
         f"server received {received['bytes']} bytes in {received['seconds']:.3f} s: "
-        f"{transfer.server_mb_per_s:.1f} MB/s (first byte to EOF), sha256 matches"
+        f"{transfer.server_mb_per_s:.1f} MB/s (first byte to EOF, hashing included), "
+        "sha256 matches"
     )
+    delay = report.Delay.of([sent])
     print(
-        f"client: CPU {sent['cpu_s']:.2f} s, peak RSS {sent['peak_rss_kib'] / 1024:.1f} MiB, "
-        f"{sent['ticks']} ticks of its 10 ms ticker, loop delay p99 "
-        f"{sent['loop_delay_ms']['p99']:.1f} ms"
+        f"client: CPU {sent['cpu_s']:.2f} s, peak RSS {sent['peak_rss_kib'] / 1024:.1f} MiB; "
+        f"loop delay p50/p99/max (ticks of its 10 ms ticker) {delay.text()} ms"
     )
+    print("timing without the digest, repeated and side by side: nbio compare")
     return 0
 
 
@@ -485,96 +587,109 @@ def _names(text: str | None, known: set[str], what: str) -> list[str] | None:
 def run_compare(args: argparse.Namespace) -> int:
     impls = _names(args.impls, {e.name for e in registry.ENTRIES}, "implementation")
     loops = _names(args.loops, {loop.name for e in registry.ENTRIES for loop in e.loops}, "loop")
-    if args.plot is not None:
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("--plot needs matplotlib (pip install 'nbio[plot]')")
-        if not os.access(os.path.dirname(os.path.abspath(args.plot)), os.W_OK):
-            raise UsageError(f"cannot write {args.plot!r}")
+    if args.size < 1:
+        raise UsageError("size must be at least 1 byte: throughput of nothing is no figure")
+    _check_outputs(args)
     chosen = compare.targets(impls, loops)
     if impls and not any(t.impl in impls for t in chosen):
         raise UsageError("none of those implementations is installed on those loops")
-    settings = {
-        "size": human_size(args.size),
-        "bytes": args.size,
-        "repeat": args.repeat,
-        "connections": args.connections,
-        "chunk_size": args.chunk_size,
-        "digest": args.digest,
-        "matrix": args.matrix,
-    }
-    report = compare.Report(compare.machine(), settings)
-    send_args = ["--size", str(args.size), "--chunk-size", str(args.chunk_size)]
-
-    def transfer(client: compare.Target, server: compare.Target) -> bench.Transfer:
-        return bench.run_transfer(
-            (server.impl, server.loop),
-            (client.impl, client.loop),
-            send_args,
-            args.connections,
-            args.digest,
-        )
-
+    for variant in args.variant:
+        _check_variant(variant)
+    chosen += args.variant
+    settings = compare.CompareSettings(
+        size=args.size,
+        seed=random.randrange(2**32) if args.seed is None else args.seed,
+        repeat=args.repeat,
+        connections=args.connections,
+        chunk_size=args.chunk_size,
+        digest=args.digest,
+        matrix=args.matrix,
+    )
+    started = time.monotonic()
     if args.matrix:
-        defaults = [t for t in chosen if t.loop == "default"]
-        pairs = [(c, s) for c in defaults for s in defaults]
-        with _progress(len(pairs), enabled=True, unit="runs") as advance:
-            for client, server in pairs:
-                try:
-                    done = transfer(client, server)
-                    report.matrix.append(
-                        compare.Cell(client.impl, server.impl, True, done.server_mb_per_s)
-                    )
-                except bench.TransferFailed as exc:
-                    report.matrix.append(
-                        compare.Cell(client.impl, server.impl, False, error=str(exc))
-                    )
-                advance(1)
+        count = len([t for t in chosen if t.loop == "default"]) ** 2
+        with _progress(count, enabled=True, unit="runs") as advance:
+            measured = compare.run_matrix(settings, chosen, advance)
     else:
-        order = compare.plan(chosen, args.repeat)
-        transfers: dict[compare.Target, list[bench.Transfer]] = {t: [] for t in chosen}
-        errors: dict[compare.Target, list[str]] = {t: [] for t in chosen}
-        with _progress(len(order), enabled=True, unit="runs") as advance:
-            for target in order:
-                try:
-                    transfers[target].append(transfer(target, target))
-                except bench.TransferFailed as exc:
-                    errors[target].append(str(exc))
-                advance(1)
-        base = [t.server_mb_per_s for t in transfers.get(compare.Target(compare.BASELINE), [])]
-        baseline = statistics.median(base) if base else None
-        report.rows = [compare.summarize(t, transfers[t], errors[t], baseline) for t in chosen]
-    if args.json:
-        print(report.to_json())
-    elif args.markdown:
-        print(compare.to_markdown(report), end="")
-    else:
-        _print_table(report)
-    if args.plot is not None:
-        from common.plot import plot
-
-        plot(report, args.plot)
-    failed = [r for r in report.rows if r.error] + [c for c in report.matrix if not c.ok]
+        with _progress(compare.steps(settings, len(chosen) + 1), True, "runs") as advance:
+            measured = compare.run(settings, chosen, advance)
+    measured.seconds = time.monotonic() - started
+    if args.save is not None:
+        with open(args.save, "w", encoding="utf-8") as file:
+            file.write(measured.to_json(report.figures) + "\n")
+    _render(measured, args)
+    failed = [r.target.id for r in measured.rows if r.error]
+    failed += [f"{c.client} to {c.server}" for c in measured.matrix if c.transfer is None]
     if failed:
-        print(f"nbio compare: error: {len(failed)} row(s) failed", file=sys.stderr)
+        print(
+            f"nbio compare: error: {len(failed)} row(s) failed: {', '.join(failed)}",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
-def _print_table(report: compare.Report) -> None:
+def run_report(args: argparse.Namespace) -> int:
+    _check_outputs(args)
+    try:
+        with open(args.path, encoding="utf-8") as file:
+            stored = compare.Report.from_json(file.read())
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.path!r}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(
+            f"{args.path!r} is not a report that compare --save stored ({exc})"
+        ) from None
+    _render(stored, args)
+    return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    for path in (args.plot, getattr(args, "save", None)):
+        if path is not None and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise UsageError(f"cannot write {path!r}")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib (pip install 'nbio[plot]')")
+
+
+def _check_variant(variant: bench.Target) -> None:
+    try:
+        entry = registry.get(variant.impl)
+    except registry.UnknownImplementation as exc:
+        raise UsageError(str(exc)) from None
+    if variant.loop not in entry.available_loops():
+        raise UsageError(f"{variant.impl} has no loop {variant.loop!r} installed here")
+
+
+def _render(measured: compare.Report, args: argparse.Namespace) -> None:
+    if args.json:
+        print(measured.to_json(report.figures))
+    elif args.markdown:
+        print(report.to_markdown(measured), end="")
+    else:
+        _print_table(measured)
+    if args.plot is not None:
+        from common.plot import plot
+
+        plot(measured, args.plot)
+
+
+def _print_table(measured: compare.Report) -> None:
     """The report as a table in the terminal (wide enough even when piped)."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(compare.describe_run(report), highlight=False)
-    if report.rows:
+    console = Console() if sys.stdout.isatty() else Console(width=240)
+    console.print(report.describe_run(measured), highlight=False)
+    rows = report.reduce(measured)
+    if rows:
         table = Table(show_edge=False, pad_edge=False)
-        for header in compare.COLUMNS:
+        for header in report.COLUMNS:
             table.add_column(header, justify="left" if header in ("impl", "loop") else "right")
-        for row in report.rows:
-            table.add_row(*compare.cells(row))
+        for row in rows:
+            table.add_row(*report.cells(row))
         console.print(table)
-    if report.matrix:
-        console.print(compare.matrix_markdown(report), highlight=False)
+    if measured.matrix:
+        console.print(report.matrix_markdown(measured), highlight=False)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -583,6 +698,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "send": run_send,
     "demo": run_demo,
     "compare": run_compare,
+    "report": run_report,
 }
 
 

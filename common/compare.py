@@ -1,119 +1,231 @@
-"""``nbio compare``: what it runs, and how it reduces and shows what the processes reported.
+"""``nbio compare``: which targets it runs, in which order, and the raw report it keeps.
 
-The plan and the reduction are plain functions over the events of :mod:`common.bench`, so
-they are tested without sockets. Figures are medians over the repeats with their spread.
+A run, for every target (each implementation on each loop, plus the blocking baseline and
+the plain-socket reference):
+
+1. one **verification** transfer with sha256 on both sides: the byte counts and digests
+   must match, or the row is an error and is not timed;
+2. one **warm-up** transfer with the run's settings, discarded;
+3. ``repeat`` **rounds**: each round runs every target once in a shuffled order (a fresh
+   seed per run, printed, ``--seed`` repeats it), each right after a run of the baseline,
+   so each target's ratio to the baseline comes from two neighbouring runs and a drift of
+   the machine cancels out.
+
+The report keeps every timed run's raw events (:class:`Run`); :mod:`common.report` reduces
+and renders them, here and from a saved file alike.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
+import io
+import itertools
 import json
 import os
 import platform
 import random
-import statistics
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+import token
+import tokenize
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from common import registry
-from common.bench import Transfer
+from common.bench import REFERENCE, Settings, Target, Transfer, TransferFailed, run_transfer
+from common.payload import DEFAULT_CHUNK_SIZE
 
 __all__ = [
     "BASELINE",
-    "COLUMNS",
+    "FORMAT",
     "Cell",
+    "CompareSettings",
     "Report",
     "Row",
-    "Spread",
-    "Target",
-    "cells",
-    "describe_run",
+    "Run",
     "lines_of_code",
     "machine",
-    "matrix_markdown",
-    "plan",
-    "summarize",
+    "run",
+    "run_matrix",
     "targets",
-    "to_markdown",
 ]
 
 BASELINE = "blocking"
-GIB = 1024**3
+#: The version of the saved report's layout.
+FORMAT = 2
+#: Packages whose modules count as an implementation's code (a reader reads them).
+_IMPL_SUFFIX = "_impl"
+
+Advance = Callable[[int], None]
+#: Runs one transfer: :func:`common.bench.run_transfer`, or a fake in the unit tests.
+RunTransfer = Callable[[Target, Target, Settings], Transfer]
 
 
 @dataclass(frozen=True)
-class Target:
-    """One implementation on one loop."""
+class CompareSettings:
+    """What ``nbio compare`` was asked for."""
 
-    impl: str
-    loop: str = "default"
+    size: int
+    seed: int
+    repeat: int = 3
+    connections: int = 1
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    digest: str = "none"
+    matrix: bool = False
 
     @property
-    def id(self) -> str:
-        return self.impl if self.loop == "default" else f"{self.impl} ({self.loop})"
+    def transfer(self) -> Settings:
+        """The settings of every timed transfer."""
+        return Settings(self.size, self.connections, self.chunk_size, self.digest)
 
-
-@dataclass(frozen=True)
-class Spread:
-    """A median with the smallest and largest value it came from."""
-
-    median: float
-    low: float
-    high: float
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "seed": self.seed,
+            "repeat": self.repeat,
+            "connections": self.connections,
+            "chunk_size": self.chunk_size,
+            "digest": self.digest,
+            "matrix": self.matrix,
+        }
 
     @classmethod
-    def of(cls, values: list[float]) -> Spread:
-        return cls(statistics.median(values), min(values), max(values))
-
-    def text(self, digits: int = 0) -> str:
-        return f"{self.median:.{digits}f} ({self.low:.{digits}f}–{self.high:.{digits}f})"
+    def from_json(cls, data: Mapping[str, Any]) -> CompareSettings:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
-class Row:
-    """One implementation and loop, reduced over its repeats."""
+class Run:
+    """One timed transfer of a target, numbered in the order of the whole run, and the
+    number of the baseline run just before it (None for the baseline's own runs, or when
+    that baseline run failed)."""
 
-    impl: str
-    loop: str
+    seq: int
+    transfer: Transfer
+    paired_with: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "paired_with": self.paired_with, **self.transfer.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Run:
+        return cls(data["seq"], Transfer.from_json(data), data["paired_with"])
+
+
+@dataclass
+class Row:
+    """One target's raw results: its verification, its timed runs, and what failed."""
+
+    target: Target
     framework: str
-    runs: int
-    mb_per_s: Spread | None = None
-    ratio: float | None = None  # to the blocking baseline's median, same run
-    client_cpu_s_per_gib: float | None = None
-    server_cpu_s_per_gib: float | None = None
-    client_rss_mib: float | None = None
-    server_rss_mib: float | None = None
-    client_delay_ms: dict[str, float] = field(default_factory=dict)
-    server_delay_ms: dict[str, float] = field(default_factory=dict)
-    server_loc: int = 0
-    client_loc: int = 0
-    error: str | None = None
+    loc: int = 0
+    modules: list[str] = field(default_factory=list)  # what ``loc`` counts
+    verified: str | None = None  # "sha256", or "bytes" for the reference (it hashes nothing)
+    verification: Transfer | None = None
+    runs: list[Run] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def error(self) -> str | None:
+        """Why this row has no figures, or None."""
+        if self.errors:
+            return self.errors[0]
+        return None if self.runs else "no run finished"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.target.to_json(),
+            "framework": self.framework,
+            "loc": self.loc,
+            "modules": self.modules,
+            "verified": self.verified,
+            "verification": self.verification.to_json() if self.verification else None,
+            "runs": [run.to_json() for run in self.runs],
+            "errors": self.errors,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Row:
+        return cls(
+            target=Target.from_json(data),
+            framework=data["framework"],
+            loc=data["loc"],
+            modules=list(data["modules"]),
+            verified=data["verified"],
+            verification=Transfer.from_json(data["verification"]) if data["verification"] else None,
+            runs=[Run.from_json(run) for run in data["runs"]],
+            errors=list(data["errors"]),
+        )
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One client against one server, in ``--matrix``."""
+    """One client against one server, in ``--matrix``: verified with sha256, then timed."""
 
     client: str
     server: str
-    ok: bool
-    mb_per_s: float | None = None
+    verified: bool
+    transfer: Transfer | None = None
     error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "server": self.server,
+            "verified": self.verified,
+            "transfer": self.transfer.to_json() if self.transfer else None,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cell:
+        transfer = Transfer.from_json(data["transfer"]) if data["transfer"] else None
+        return cls(data["client"], data["server"], data["verified"], transfer, data["error"])
 
 
 @dataclass
 class Report:
-    """Everything ``nbio compare`` prints, in every format."""
+    """Everything a run measured, raw: what ``--save`` stores and ``nbio report`` reads."""
 
     machine: dict[str, str]
-    settings: dict[str, Any]
+    settings: CompareSettings
     rows: list[Row] = field(default_factory=list)
     matrix: list[Cell] = field(default_factory=list)
+    seconds: float = 0.0  # how long the whole run took
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def to_json(self, figures: Callable[[Report], list[dict[str, Any]]] | None = None) -> str:
+        """The report as JSON; ``figures`` adds each row's reduced figures for readers (a
+        saved report is always reduced again from its raw runs when rendered)."""
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "machine": self.machine,
+            "settings": self.settings.to_json(),
+            "seconds": round(self.seconds, 1),
+            "baseline": BASELINE,
+            "rows": [row.to_json() for row in self.rows],
+            "matrix": [cell.to_json() for cell in self.matrix],
+        }
+        if figures is not None:
+            for row, reduced in zip(data["rows"], figures(self), strict=True):
+                row["figures"] = reduced
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not an nbio report of format {FORMAT}")
+        return cls(
+            machine=data["machine"],
+            settings=CompareSettings.from_json(data["settings"]),
+            rows=[Row.from_json(row) for row in data["rows"]],
+            matrix=[Cell.from_json(cell) for cell in data["matrix"]],
+            seconds=data["seconds"],
+        )
+
+
+# --- what to run ------------------------------------------------------------------------
 
 
 def targets(impls: list[str] | None, loops: list[str] | None) -> list[Target]:
@@ -129,91 +241,122 @@ def targets(impls: list[str] | None, loops: list[str] | None) -> list[Target]:
     return chosen
 
 
-def plan(chosen: list[Target], repeat: int, seed: int = 863) -> list[Target]:
-    """The order to run in: every target once per round, each round shuffled, so a drift
-    on a noisy machine spreads over every row instead of landing on one."""
-    rng = random.Random(seed)
-    order = []
-    for _ in range(repeat):
-        round_ = list(chosen)
-        rng.shuffle(round_)
-        order.extend(round_)
-    return order
+def _framework(target: Target) -> str:
+    return "plain sockets" if target.impl == REFERENCE else registry.get(target.impl).framework
 
 
-def _delay(events: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """The worst lateness over a set of events (connections, or repeats)."""
-    delays = [e["loop_delay_ms"] for e in events]
-    return {
-        "p50": statistics.median(d["p50"] for d in delays),
-        "p99": max(d["p99"] for d in delays),
-        "max": max(d["max"] for d in delays),
-    }
-
-
-def summarize(
-    target: Target,
-    transfers: list[Transfer],
-    errors: list[str],
-    baseline: float | None = None,
-) -> Row:
-    """Reduce one target's repeats to a row; any failed repeat makes the row an error."""
+def _modules(target: Target) -> list[str]:
+    if target.impl == REFERENCE:
+        return ["common.reference"]
     entry = registry.get(target.impl)
-    server_loc, client_loc = lines_of_code(entry.server), lines_of_code(entry.client)
-    if errors or not transfers:
-        return Row(
-            target.impl,
-            target.loop,
-            entry.framework,
-            len(transfers) + len(errors),
-            server_loc=server_loc,
-            client_loc=client_loc,
-            error=errors[0] if errors else "no run finished",
-        )
-    throughput = Spread.of([t.server_mb_per_s for t in transfers])
-    gib = [t.sent["bytes"] / GIB for t in transfers]
-    return Row(
-        impl=target.impl,
-        loop=target.loop,
-        framework=entry.framework,
-        runs=len(transfers),
-        mb_per_s=throughput,
-        ratio=throughput.median / baseline if baseline else None,
-        client_cpu_s_per_gib=statistics.median(
-            t.sent["cpu_s"] / g for t, g in zip(transfers, gib, strict=True)
-        ),
-        server_cpu_s_per_gib=statistics.median(
-            t.stopped["cpu_s"] / g for t, g in zip(transfers, gib, strict=True)
-        ),
-        client_rss_mib=statistics.median(t.sent["peak_rss_kib"] / 1024 for t in transfers),
-        server_rss_mib=statistics.median(t.stopped["peak_rss_kib"] / 1024 for t in transfers),
-        client_delay_ms=_delay([t.sent for t in transfers]),
-        server_delay_ms=_delay([r for t in transfers for r in t.received]),
-        server_loc=server_loc,
-        client_loc=client_loc,
-    )
+    return implementation_modules([entry.server, entry.client])
 
 
-def lines_of_code(module: str) -> int:
-    """Lines of a module that are neither blank, comments nor docstrings: the reading cost."""
-    spec = importlib.util.find_spec(module)  # finds the file without importing it
-    if spec is None or spec.origin is None:
-        return 0
-    count = 0
-    in_docstring = False
-    with open(spec.origin, encoding="utf-8") as source:
-        for raw in source:
-            line = raw.strip()
-            quotes = line.count('"""')
-            if in_docstring:
-                in_docstring = quotes % 2 == 0
-                continue
-            if line.startswith('"""'):
-                in_docstring = quotes == 1
-                continue
-            if line and not line.startswith("#"):
-                count += 1
-    return count
+# --- running ----------------------------------------------------------------------------
+
+
+def run(
+    settings: CompareSettings,
+    chosen: list[Target],
+    advance: Advance = lambda steps: None,
+    reference: bool = True,
+    transfer: RunTransfer = run_transfer,
+) -> Report:
+    """Verify, warm up and time every target in ``chosen`` (the baseline among them), and
+    the reference if asked; return the raw report."""
+    rng = random.Random(settings.seed)
+    # The reference hashes nothing: it has no place in a run that times hashing.
+    reference = reference and settings.digest == "none"
+    everyone = list(chosen) + ([Target(REFERENCE)] if reference else [])
+    rows = {t: Row(t, _framework(t), lines_of_code(_modules(t)), _modules(t)) for t in everyone}
+    sequence = itertools.count()
+
+    for target in _shuffled(everyone, rng):  # 1. verification
+        _verify(rows[target], settings, transfer)
+        advance(1)
+    ready = [t for t in everyone if rows[t].verified]
+    for target in _shuffled(ready, rng):  # 2. warm-up, discarded
+        try:
+            transfer(target, target, settings.transfer)
+        except TransferFailed as exc:
+            rows[target].errors.append(f"warm-up: {exc}")
+        advance(1)
+
+    baseline = Target(BASELINE)
+    timed = [t for t in ready if not rows[t].errors]
+    others = [t for t in timed if t != baseline]
+    with_baseline = baseline in timed  # a failed baseline: the others run, without ratios
+    for _ in range(settings.repeat):  # 3. rounds: the baseline, then a target, and again
+        for target in _shuffled(others, rng):
+            paired = None
+            if with_baseline:
+                paired = _time(rows[baseline], next(sequence), None, settings, transfer)
+            _time(rows[target], next(sequence), paired, settings, transfer)
+            advance(2)
+        if not others and with_baseline:
+            _time(rows[baseline], next(sequence), None, settings, transfer)
+            advance(2)
+    return Report(machine(), settings, [rows[t] for t in everyone])
+
+
+def steps(settings: CompareSettings, count: int) -> int:
+    """How many transfers :func:`run` makes for ``count`` targets, the reference included
+    (for progress bars)."""
+    return 2 * count + settings.repeat * 2 * max(1, count - 1)
+
+
+def _shuffled(items: Iterable[Target], rng: random.Random) -> list[Target]:
+    shuffled = list(items)
+    rng.shuffle(shuffled)
+    return shuffled
+
+
+def _verify(row: Row, settings: CompareSettings, transfer: RunTransfer) -> None:
+    """One transfer with sha256 on both sides (the reference hashes nothing: it is checked
+    by its byte counts); record what failed."""
+    reference = row.target.impl == REFERENCE
+    digest = "none" if reference else "sha256"
+    checked = Settings(settings.size, settings.connections, settings.chunk_size, digest)
+    try:
+        row.verification = transfer(row.target, row.target, checked)
+    except TransferFailed as exc:
+        row.errors.append(f"verification: {exc}")
+        return
+    row.verified = "bytes" if reference else "sha256"
+
+
+def _time(
+    row: Row, seq: int, paired: int | None, settings: CompareSettings, transfer: RunTransfer
+) -> int | None:
+    """One timed transfer into ``row``; return its number, or None if it failed."""
+    try:
+        done = transfer(row.target, row.target, settings.transfer)
+    except TransferFailed as exc:
+        row.errors.append(str(exc))
+        return None
+    row.runs.append(Run(seq, done, paired))
+    return seq
+
+
+def run_matrix(settings: CompareSettings, chosen: list[Target], advance: Advance) -> Report:
+    """Every client against every server, on their default loops: each pair verified with
+    sha256 on both sides, then timed once with the run's settings."""
+    defaults = [t for t in chosen if t.loop == "default"]
+    report = Report(machine(), settings)
+    checked = Settings(settings.size, settings.connections, settings.chunk_size, "sha256")
+    for client, server in itertools.product(defaults, defaults):
+        try:
+            run_transfer(server, client, checked)
+            transfer = run_transfer(server, client, settings.transfer)
+        except TransferFailed as exc:
+            report.matrix.append(Cell(client.impl, server.impl, False, error=str(exc)))
+        else:
+            report.matrix.append(Cell(client.impl, server.impl, True, transfer))
+        advance(1)
+    return report
+
+
+# --- what the figures were measured on, and the code they measure -----------------------
 
 
 def machine() -> dict[str, str]:
@@ -228,7 +371,9 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     versions = {}
-    for package in ("twisted", "tornado", "uvloop"):
+    packages = {m for e in registry.ENTRIES for m in e.requires}
+    packages |= {m for e in registry.ENTRIES for loop in e.loops for m in loop.requires}
+    for package in sorted(packages):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -242,80 +387,90 @@ def machine() -> dict[str, str]:
     }
 
 
-#: Column headers of the table and the Markdown; "c/s" is client/server.
-COLUMNS = (
-    "impl",
-    "loop",
-    "MB/s (server)",
-    "× blocking",
-    "CPU s/GiB c/s",
-    "RSS MiB c/s",
-    "delay ms client p50/p99/max",
-    "delay ms server p50/p99/max",
-    "LOC s+c",
-)
+def implementation_modules(start: list[str]) -> list[str]:
+    """``start`` and every module of an implementation package (``*_impl``) they import,
+    directly or not: the code a reader of that implementation reads."""
+    found: list[str] = []
+    todo = list(start)
+    while todo:
+        name = todo.pop(0)
+        if name in found:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        found.append(name)
+        with open(spec.origin, encoding="utf-8") as source:
+            tree = ast.parse(source.read())
+        package = name if spec.submodule_search_locations else name.rpartition(".")[0]
+        todo += [m for m in _imports(tree, package) if _is_implementation(m)]
+    return found
 
 
-def describe_run(report: Report) -> str:
-    """One paragraph: the machine and the settings the figures belong to."""
-    m = report.machine
-    s = report.settings
-    return (
-        f"Measured on {m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}; "
-        f"Twisted {m['twisted']}, Tornado {m['tornado']}, uvloop {m['uvloop']}. "
-        f"{s['size']} per connection × {s['connections']} connection(s), "
-        f"{s['repeat']} run(s) per row in shuffled rounds, digest {s['digest']}; "
-        f"medians (min–max)."
-    )
+def _imports(tree: ast.Module, package: str) -> list[str]:
+    """Modules an AST imports, absolute names (``from x import y`` may name module x.y)."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            names.append(base)
+            names += [f"{base}.{alias.name}" for alias in node.names]
+    return names
 
 
-def cells(row: Row) -> list[str]:
-    """A row's figures as the strings of :data:`COLUMNS`."""
-    loc = f"{row.server_loc}+{row.client_loc}"
-    if row.error is not None:
-        return [row.impl, row.loop, f"error: {row.error}", "", "", "", "", "", loc]
-    assert row.mb_per_s is not None
-    return [
-        row.impl,
-        row.loop,
-        row.mb_per_s.text(),
-        f"{row.ratio:.2f}" if row.ratio is not None else "-",
-        f"{row.client_cpu_s_per_gib:.2f}/{row.server_cpu_s_per_gib:.2f}",
-        f"{row.client_rss_mib:.1f}/{row.server_rss_mib:.1f}",
-        _delays(row.client_delay_ms),
-        _delays(row.server_delay_ms),
-        loc,
-    ]
+def _is_implementation(module: str) -> bool:
+    """Whether ``module`` is a module (not a name inside one) of an implementation package."""
+    if not any(part.endswith(_IMPL_SUFFIX) for part in module.split(".")):
+        return False
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # "package.module.NAME": a name, not a module
+        return False
 
 
-def to_markdown(report: Report) -> str:
-    """The report as Markdown: the machine, the rows, and the matrix if there is one."""
-    lines = [describe_run(report), ""]
-    if report.rows:
-        lines.append("| " + " | ".join(COLUMNS) + " |")
-        lines.append("|" + " --- |" * len(COLUMNS))
-        lines += ["| " + " | ".join(cells(row)) + " |" for row in report.rows]
-    if report.matrix:
-        lines += ["", matrix_markdown(report)]
-    return "\n".join(lines) + "\n"
+def lines_of_code(modules: list[str]) -> int:
+    """Lines of ``modules`` with code on them: not blank, not only a comment, not part of a
+    docstring, read with :mod:`tokenize` (so a string or bracket spanning lines counts each
+    line it covers)."""
+    total = 0
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        with open(spec.origin, encoding="utf-8") as source:
+            total += _code_lines(source.read())
+    return total
 
 
-def matrix_markdown(report: Report) -> str:
-    """The ``--matrix`` cells: clients down, servers across."""
-    servers = sorted({c.server for c in report.matrix})
-    lines = [
-        "| client ↓ server → | " + " | ".join(servers) + " |",
-        "| --- |" + " --- |" * len(servers),
-    ]
-    for client in sorted({c.client for c in report.matrix}):
-        found = {c.server: c for c in report.matrix if c.client == client}
-        lines.append(f"| {client} | " + " | ".join(_cell(found[s]) for s in servers) + " |")
-    return "\n".join(lines)
+_NOT_CODE = {
+    token.COMMENT,
+    token.NL,
+    token.NEWLINE,
+    token.INDENT,
+    token.DEDENT,
+    token.ENCODING,
+    token.ENDMARKER,
+}
 
 
-def _delays(delay: dict[str, float]) -> str:
-    return f"{delay['p50']:.1f}/{delay['p99']:.1f}/{delay['max']:.1f}"
-
-
-def _cell(cell: Cell) -> str:
-    return f"{cell.mb_per_s:.0f} MB/s" if cell.ok else f"FAIL: {cell.error}"
+def _code_lines(text: str) -> int:
+    docstrings: set[int] = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                docstrings.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type not in _NOT_CODE:
+            lines.update(range(tok.start[0], tok.end[0] + 1))
+    return len(lines - docstrings)

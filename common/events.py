@@ -43,7 +43,10 @@ def _rate(count: int, seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Listening:
-    """The server is accepting connections on ``host:port`` (``port`` is the real one)."""
+    """The server is accepting connections on ``host:port`` (``port`` is the real one), and
+    the settings it serves with: ``digest`` is what its sink hashes, ``tune`` the knobs set
+    with ``--tune``. ``rss_kib`` is its resident size now (after imports, with its loop and
+    listener), the baseline its memory growth is measured from."""
 
     event: ClassVar[str] = "listening"
     impl: str
@@ -51,6 +54,9 @@ class Listening:
     host: str
     port: int
     loop_impl: str = ""
+    digest: str = "none"
+    tune: dict[str, int] = field(default_factory=dict)
+    rss_kib: int = 0
 
     def text(self) -> str:
         return (
@@ -60,7 +66,12 @@ class Listening:
 
 @dataclass(frozen=True)
 class Received:
-    """One sink connection ended, with everything it delivered."""
+    """One sink connection ended, with everything it delivered.
+
+    ``first_byte_at`` and ``ended_at`` are ``time.monotonic()`` seconds (one clock for every
+    process of the machine), ``cpu_at_first_byte`` and ``cpu_at_end`` the process's CPU
+    seconds then, ``waits_at_first_byte`` and ``waits_at_end`` its voluntary context
+    switches then (the times it went to sleep); None before a first byte."""
 
     event: ClassVar[str] = "received"
     peer: str
@@ -69,6 +80,12 @@ class Received:
     seconds: float
     outcome: str
     loop_delay: DelayStats
+    first_byte_at: float | None = None
+    ended_at: float | None = None
+    cpu_at_first_byte: float | None = None
+    cpu_at_end: float | None = None
+    waits_at_first_byte: int | None = None
+    waits_at_end: int | None = None
 
     def text(self) -> str:
         digest = f" sha256 {self.sha256}" if self.sha256 else ""
@@ -100,7 +117,7 @@ class Stopped:
     outcomes: dict[str, int] = field(default_factory=dict)
     rejected: int = 0  # connections refused by --max-connections, not in the totals above
     peak_rss_kib: int = 0
-    cpu_s: float = 0.0  # CPU seconds from listening to stopped
+    cpu_s: float = 0.0  # CPU seconds from listening to stopped, idle time included
 
     def text(self) -> str:
         outcomes = ", ".join(f"{count} {name}" for name, count in sorted(self.outcomes.items()))
@@ -113,7 +130,15 @@ class Stopped:
 
 @dataclass(frozen=True)
 class Sent:
-    """Every connection of a client finished: all bytes handed to the kernel, all closed."""
+    """Every connection of a client finished: all bytes handed to the kernel, all closed.
+
+    ``seconds``, ``cpu_s`` and ``waits`` (voluntary context switches: the times the process
+    went to sleep) span the same time, from the first write (after start-up, imports and the
+    loop's creation) to the last close; ``first_byte_at`` and ``ended_at`` are those two
+    moments on ``time.monotonic()``. ``digest``, ``chunk_size`` and ``tune``
+    are the settings the client ran with, and ``chunks`` how many chunks it handed to its
+    framework (``ceil(size / chunk_size)`` per connection). ``rss_kib`` is its resident size
+    after imports, before the loop existed: the baseline of its memory growth."""
 
     event: ClassVar[str] = "sent"
     bytes: int
@@ -121,15 +146,23 @@ class Sent:
     seconds: float
     connections: int
     loop_delay: DelayStats
+    digest: str = "none"
+    chunk_size: int = 0
+    chunks: int = 0
+    tune: dict[str, int] = field(default_factory=dict)
+    first_byte_at: float | None = None
+    ended_at: float | None = None
+    cpu_s: float = 0.0
+    waits: int = 0
+    rss_kib: int = 0
     peak_rss_kib: int = 0
-    cpu_s: float = 0.0  # CPU seconds of the send itself, after start-up and imports
 
     def text(self) -> str:
         digest = f" sha256 {self.sha256}" if self.sha256 else ""
         return (
             f"sent {self.bytes} bytes ({human_size(self.bytes)}) over {self.connections} "
             f"connection(s) in {self.seconds:.3f} s, {_rate(self.bytes, self.seconds)}; "
-            f"{self.loop_delay.ticks} ticks, loop delay p99 {self.loop_delay.p99_ms:.1f} ms; "
+            f"loop delay {self.loop_delay.text()}; "
             f"peak RSS {self.peak_rss_kib / 1024:.1f} MiB, CPU {self.cpu_s:.2f} s{digest}"
         )
 
@@ -156,6 +189,7 @@ def to_json(event: Event) -> str:
         if isinstance(value, DelayStats):
             data["loop_delay_ms"] = value.to_json()
             data["ticks"] = value.ticks
+            data["early_ticks"] = value.early
         elif isinstance(value, float):
             data[name] = round(value, 6)
         else:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from common.accounting import SendAccount
-from common.events import Event
+from common.accounting import SendAccount, process_usage
+from common.events import Event, Listening
 from common.loopdelay import DelayStats, LoopDelay
 from common.payload import DEFAULT_CHUNK_SIZE, Payload
 from common.sink import Sink
@@ -59,10 +60,17 @@ class ServeOptions:
     grace: float = DEFAULT_GRACE
     idle_timeout: float | None = None  # close a connection silent for this long
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
+    tune: tuple[tuple[str, int], ...] = ()  # knobs the CLI set before serving (--tune)
 
     def sink(self, delay: LoopDelay, emit: Emit) -> Sink:
         """The framework-free state of a server with these options."""
         return Sink(self.digest, delay, emit, self.max_connections, self.idle_timeout)
+
+    def listening(self, port: int, loop_impl: str) -> Listening:
+        """The ``listening`` event of a server with these options, on ``port``."""
+        return Listening(
+            self.impl, self.loop, self.host, port, loop_impl, self.digest, dict(self.tune)
+        )
 
 
 @dataclass(frozen=True)
@@ -80,29 +88,48 @@ class SendOptions:
 
 @dataclass(frozen=True)
 class SendResult:
-    """A client's finished transfer, as the client saw it."""
+    """A client's finished transfer, as the client saw it, from its first write to its
+    last close (``time.monotonic()`` seconds, and process CPU seconds over that span)."""
 
     bytes: int
     sha256: str | None
     seconds: float
     connections: int
     loop_delay: DelayStats
+    first_byte_at: float | None = None
+    ended_at: float | None = None
+    cpu_s: float = 0.0
+    waits: int = 0  # voluntary context switches over that span: the times it slept
 
     @classmethod
-    def from_accounts(
-        cls, accounts: list[SendAccount], seconds: float, loop_delay: DelayStats
-    ) -> SendResult:
-        """Sum the connections of one transfer; every connection sent the same payload, so
-        their digests must agree."""
+    def from_accounts(cls, accounts: list[SendAccount], loop_delay: DelayStats) -> SendResult:
+        """Sum the connections of one transfer, once every connection has closed (each
+        client calls ``account.end()`` when its close completes; one that did not ends
+        now). Every connection sent the same payload, so their digests must agree."""
+        now = time.monotonic()
+        cpu_now, waits_now = process_usage()
         digests = {account.sha256 for account in accounts}
         if len(digests) > 1:
             raise SendFailed("connections sent different bytes", sum(a.bytes for a in accounts))
+        sent = [a for a in accounts if a.first_byte_at is not None]
+        if not sent:
+            return cls(0, digests.pop() if digests else None, 0.0, len(accounts), loop_delay)
+        first_byte_at = min(a.first_byte_at for a in sent if a.first_byte_at is not None)
+        ended_at = max(now if a.ended_at is None else a.ended_at for a in sent)
+        cpu_start = min(a.cpu_at_first_byte for a in sent if a.cpu_at_first_byte is not None)
+        cpu_end = max(cpu_now if a.cpu_at_end is None else a.cpu_at_end for a in sent)
+        waits_start = min(a.waits_at_first_byte for a in sent if a.waits_at_first_byte is not None)
+        waits_end = max(waits_now if a.waits_at_end is None else a.waits_at_end for a in sent)
         return cls(
             bytes=sum(account.bytes for account in accounts),
             sha256=digests.pop() if digests else None,
-            seconds=seconds,
+            seconds=ended_at - first_byte_at,
             connections=len(accounts),
             loop_delay=loop_delay,
+            first_byte_at=first_byte_at,
+            ended_at=ended_at,
+            cpu_s=cpu_end - cpu_start,
+            waits=waits_end - waits_start,
         )
 
 

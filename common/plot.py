@@ -1,11 +1,14 @@
 """Bar charts of an ``nbio compare`` report: throughput, CPU per GiB, peak RSS, loop delay.
-Needs matplotlib (``pip install 'nbio[plot]'``); imported only when a chart is asked for."""
+Needs matplotlib (``pip install 'nbio[plot]'``); imported only when a chart is asked for.
+A row that failed keeps its place, marked "error", so no failure disappears from a chart."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from common.compare import Report, Row
+from common.compare import Report
+from common.report import Delay, Figures, Spread, reduce
+from common.sizes import human_size
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -20,11 +23,16 @@ def plot(report: Report, path: str) -> None:
     matplotlib.use("Agg")  # no screen needed
     import matplotlib.pyplot as plt
 
-    rows = [row for row in report.rows if row.error is None]
-    labels = [row.impl if row.loop == "default" else f"{row.impl}\n({row.loop})" for row in rows]
+    rows = reduce(report)
+    labels = [_label(row) for row in rows]
     figure, axes = plt.subplots(2, 2, figsize=(max(10, len(rows) * 1.1), 9), layout="constrained")
     positions = list(range(len(rows)))
     width = 0.4
+
+    def mark_errors(ax: Axes) -> None:
+        for position, row in zip(positions, rows, strict=True):
+            if row.error is not None:
+                ax.text(position, 0, "error", rotation=90, ha="center", va="bottom", color="red")
 
     def pair(ax: Axes, client: list[float], server: list[float], title: str) -> None:
         ax.bar([p - width / 2 for p in positions], client, width, label="client")
@@ -33,37 +41,64 @@ def plot(report: Report, path: str) -> None:
         ax.legend()
 
     throughput = axes[0][0]
-    throughput.bar(positions, [_mb(row) for row in rows], color="tab:green")
-    throughput.set_title("throughput, server-measured (MB/s, median)")
+    medians = [_median(row.mb_per_s) for row in rows]
+    errors = [
+        [
+            m - (row.mb_per_s.low if row.mb_per_s else 0)
+            for m, row in zip(medians, rows, strict=True)
+        ],
+        [
+            (row.mb_per_s.high if row.mb_per_s else 0) - m
+            for m, row in zip(medians, rows, strict=True)
+        ],
+    ]
+    throughput.bar(positions, medians, yerr=errors, color="tab:green", capsize=3)
+    throughput.set_title("throughput, server-measured (MB/s, median, min–max)")
     pair(
         axes[0][1],
-        [r.client_cpu_s_per_gib or 0 for r in rows],
-        [r.server_cpu_s_per_gib or 0 for r in rows],
-        "CPU seconds per GiB",
+        [_median(r.client_cpu_s_per_gib) for r in rows],
+        [_median(r.server_cpu_s_per_gib) for r in rows],
+        "CPU seconds per GiB (median)",
     )
     pair(
         axes[1][0],
         [r.client_rss_mib or 0 for r in rows],
         [r.server_rss_mib or 0 for r in rows],
-        "peak RSS (MiB)",
+        "peak RSS (MiB, median)",
     )
     pair(
         axes[1][1],
-        [r.client_delay_ms.get("p99", 0) for r in rows],
-        [r.server_delay_ms.get("p99", 0) for r in rows],
-        "loop delay p99 (ms)",
+        [_worst(r.client_delay) for r in rows],
+        [_worst(r.server_delay) for r in rows],
+        "loop delay (ms, median of runs: p99, or max below 100 ticks)",
     )
     for ax in (axes[0][0], axes[0][1], axes[1][0], axes[1][1]):
         ax.set_xticks(positions, labels, rotation=45, ha="right", fontsize=8)
-    m = report.machine
+        mark_errors(ax)
+    m, s = report.machine, report.settings
     figure.suptitle(
-        f"nbio compare: {report.settings['size']} × {report.settings['connections']}, "
-        f"{report.settings['repeat']} runs — {m['cpu']}, {m['cores']} cores, Python {m['python']}",
+        f"nbio compare: {human_size(s.size)} × {s.connections}, {s.repeat} rounds, "
+        f"seed {s.seed} — {m['cpu']}, {m['cores']} cores, Python {m['python']}",
         fontsize=10,
     )
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
-def _mb(row: Row) -> float:
-    return row.mb_per_s.median if row.mb_per_s is not None else 0.0
+def _label(row: Figures) -> str:
+    target = row.target
+    return (
+        target.impl
+        if target.id == target.impl
+        else f"{target.impl}\n{target.id[len(target.impl) + 1 :]}"
+    )
+
+
+def _median(spread: Spread | None) -> float:
+    return spread.median if spread is not None else 0.0
+
+
+def _worst(delay: Delay | None) -> float:
+    if delay is None or not delay.ticks:
+        return 0.0
+    return (delay.p99 if delay.p99 is not None else delay.max) or 0.0

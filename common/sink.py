@@ -96,6 +96,8 @@ class Sink:
             outcome = connection.forced
         account = connection.account
         account.end(now)
+        # A stall that ends with this connection shows only if we look at the pending tick.
+        self.delay.sample(now)
         received = Received(
             peer=connection.peer,
             bytes=account.bytes,
@@ -103,6 +105,12 @@ class Sink:
             seconds=account.seconds,
             outcome=outcome,
             loop_delay=self.delay.stats(since=connection.mark),
+            first_byte_at=account.first_byte_at,
+            ended_at=account.ended_at if account.first_byte_at is not None else None,
+            cpu_at_first_byte=account.cpu_at_first_byte,
+            cpu_at_end=account.cpu_at_end if account.first_byte_at is not None else None,
+            waits_at_first_byte=account.waits_at_first_byte,
+            waits_at_end=account.waits_at_end if account.first_byte_at is not None else None,
         )
         self._bytes += account.bytes
         self._outcomes[outcome] += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 
-__all__ = ["cpu_seconds", "peak_rss_kib", "raise_fd_limit"]
+__all__ = ["cpu_seconds", "peak_rss_kib", "raise_fd_limit", "rss_kib"]
 
 
 def peak_rss_kib() -> int:
@@ -14,16 +14,29 @@ def peak_rss_kib() -> int:
     On Linux this is ``VmHWM`` from /proc/self/status: ``ru_maxrss`` also remembers the
     memory of the process we were forked from before exec, so a child of a large parent
     (a test runner) would report the parent's size."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
+    peak = _status("VmHWM:")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def rss_kib() -> int:
+    """Resident set size of this process now, in KiB (``VmRSS``; 0 where there is no /proc):
+    the baseline that memory growth is measured from."""
+    return _status("VmRSS:") or 0
+
+
+def _status(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def raise_fd_limit() -> int:

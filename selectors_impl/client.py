@@ -60,8 +60,10 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
             # A fast reader can keep the kernel taking every chunk: let the other tasks
             # (the ticker, the other connections) run between chunks, as the talk's yield did.
             await sleep(0)
-    finally:
         sock.close()  # the kernel still sends what it holds, then FIN
+        account.end(loop.time())
+    finally:
+        sock.close()
 
 
 # --- client -----------------------------------------------------------------------------
@@ -74,7 +76,6 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     delay = LoopDelay()
     stop_ticker = start_ticker(loop, delay)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    started = loop.time()
     tasks = [loop.spawn(send_one(options, account, progress)) for account in accounts]
     try:
         error = await _wait_all(tasks)
@@ -83,7 +84,7 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     if error is not None:
         went_out = sum(account.handed_to_kernel for account in accounts)
         raise SendFailed(describe_error(error), went_out)
-    return SendResult.from_accounts(accounts, loop.time() - started, delay.stats())
+    return SendResult.from_accounts(accounts, delay.stats())
 
 
 async def _wait_all(tasks: list[Task]) -> BaseException | None:

@@ -35,6 +35,7 @@ __all__ = [
     "Task",
     "current_loop",
     "sleep",
+    "sleep_until",
     "wait_readable",
     "wait_writable",
 ]
@@ -73,6 +74,12 @@ def wait_writable(sock: socket.socket) -> Generator[tuple[str, Any], None, None]
 def sleep(seconds: float) -> Generator[tuple[str, Any], None, None]:
     """Wait ``seconds``; ``sleep(0)`` just lets every other ready task run first."""
     yield ("sleep", seconds)
+
+
+@types.coroutine
+def sleep_until(deadline: float) -> Generator[tuple[str, Any], None, None]:
+    """Wait until ``deadline``, a time on :meth:`Loop.time`'s clock."""
+    yield ("until", deadline)
 
 
 def current_loop() -> Loop:
@@ -258,8 +265,9 @@ class Loop:
             self._update(fd)
         elif kind == "sleep" and what <= 0:
             self._wake(task)
-        elif kind == "sleep" or (kind == "event" and what is not None):
-            entry = [self.time() + what, next(self._order), task]
+        elif kind == "sleep" or kind == "until" or (kind == "event" and what is not None):
+            when = what if kind == "until" else self.time() + what
+            entry = [when, next(self._order), task]
             heapq.heappush(self._timers, entry)
             task._wait = ("timer", entry)
         elif kind != "event":  # an event without timeout: only Event.set() wakes it

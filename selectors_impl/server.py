@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.events import EOF, ERROR, RESET, Event, describe
 from common.interface import ServeOptions, format_peer
 from common.loopdelay import LoopDelay
 from common.sink import Sink
@@ -98,7 +98,7 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
     try:
         acceptor = loop.spawn(accept_connections(sink, listener))
         port = listener.getsockname()[1]
-        emit(Listening(options.impl, options.loop, options.host, port, loops.describe(loop)))
+        emit(options.listening(port, loops.describe(loop)))
         await loop.wait_signal()
         acceptor.cancel()  # stop accepting; connections already accepted carry on
         if not await loops.wait_idle(sink, options.grace, signals=True):

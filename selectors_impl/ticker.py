@@ -4,10 +4,11 @@ twisted_impl/ticker.py, tornado_impl/ticker.py."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from common.loopdelay import LoopDelay, OnTick
-from selectors_impl.loop import Loop, sleep
+from selectors_impl.loop import Loop, sleep_until
 
 __all__ = ["start_ticker"]
 
@@ -17,13 +18,19 @@ def start_ticker(loop: Loop, delay: LoopDelay, on_tick: OnTick | None = None) ->
     called."""
 
     async def other_task() -> None:
-        wait = delay.start(loop.time())
         while True:
-            await sleep(wait)
-            now = loop.time()
-            wait = delay.tick(now)
+            due = loop.time() + delay.interval
+            delay.expect(due)  # the deadline our loop's timer heap keeps for us
+            await sleep_until(due)
+            now = time.monotonic()
+            delay.tick(now)
             if on_tick is not None:
                 on_tick(now)
 
     task = loop.spawn(other_task())
-    return task.cancel
+
+    def stop() -> None:
+        task.cancel()
+        delay.stop(time.monotonic())
+
+    return stop

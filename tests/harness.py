@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.bench import NBIO  # the CLI, run by the interpreter that runs the tests
-from common.compare import Target  # one implementation on one of its loops
+from common.bench import NBIO, Target, command  # the one place command lines are built
 from common.payload import Payload
 
 LOCALHOST = "127.0.0.1"
@@ -39,18 +38,7 @@ class ServerProcess:
     def __init__(self, target: Target, *args: str) -> None:
         self.target = target
         self.proc = subprocess.Popen(
-            [
-                *NBIO,
-                "serve",
-                "--impl",
-                target.impl,
-                "--loop",
-                target.loop,
-                "--port",
-                "0",
-                "--json",
-                *args,
-            ],
+            command("serve", target, "--port", "0", *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -134,18 +122,7 @@ class ClientRun:
 def run_client(target: Target, port: int, *args: str, timeout: float = WAIT) -> ClientRun:
     """Run ``nbio send --json`` to completion."""
     done = subprocess.run(
-        [
-            *NBIO,
-            "send",
-            "--impl",
-            target.impl,
-            "--loop",
-            target.loop,
-            "--port",
-            str(port),
-            "--json",
-            *args,
-        ],
+        command("send", target, "--port", str(port), *args),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -49,10 +49,12 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
                 # as Tornado's gen.moment does.
                 await asyncio.sleep(0)
                 since_yield = 0
-    finally:
         # Tornado has no half-close: close() shuts both directions. Every write future has
         # resolved by now, so nothing buffered is dropped.
         stream.close()
+        account.end(time.monotonic())
+    finally:
+        stream.close()  # on failure: drop what is buffered
 
 
 def describe_stream_error(exc: BaseException) -> str:
@@ -75,7 +77,6 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     delay = LoopDelay()
     stop_ticker = start_ticker(io_loop, delay)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    started = time.monotonic()
     tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
     try:
         await asyncio.gather(*tasks)
@@ -87,7 +88,7 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
         raise SendFailed(describe_stream_error(exc), went_out) from None
     finally:
         stop_ticker()
-    return SendResult.from_accounts(accounts, time.monotonic() - started, delay.stats())
+    return SendResult.from_accounts(accounts, delay.stats())
 
 
 # --- run --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
-from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.events import EOF, ERROR, RESET, Event, describe
 from common.interface import ServeOptions, format_peer
 from common.loopdelay import LoopDelay
 from common.sink import Sink
@@ -91,7 +91,7 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
         server = SinkServer(sink)
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
-        emit(Listening(options.impl, options.loop, options.host, port, loops.describe(io_loop)))
+        emit(options.listening(port, loops.describe(io_loop)))
         await signals.wait()
         server.stop()  # stop accepting; it leaves accepted streams open: the sink tracks them
         if not await loops.wait_idle(sink, options.grace, signals):

@@ -3,8 +3,10 @@ late each call comes. Siblings: asyncio_impl/ticker.py, twisted_impl/ticker.py."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import cast
 
 from tornado.ioloop import IOLoop
 
@@ -18,14 +20,25 @@ def start_ticker(
 ) -> Callable[[], None]:
     """Tick on ``io_loop`` into ``delay`` (and call ``on_tick``) until the returned function
     is called."""
-    handle: object
+    handle: asyncio.TimerHandle
+
+    def schedule() -> None:
+        nonlocal handle
+        # The IOLoop hands timers to the asyncio loop under it, and returns its handle.
+        handle = cast(asyncio.TimerHandle, io_loop.call_later(delay.interval, tick))
+        # The loop's own due time, on time.monotonic()'s clock (uvloop's in whole ms).
+        delay.expect(handle.when())
 
     def tick() -> None:
-        nonlocal handle
         now = time.monotonic()
-        handle = io_loop.call_later(delay.tick(now), tick)
+        delay.tick(now)
+        schedule()
         if on_tick is not None:
             on_tick(now)
 
-    handle = io_loop.call_later(delay.start(time.monotonic()), tick)
-    return lambda: io_loop.remove_timeout(handle)
+    def stop() -> None:
+        io_loop.remove_timeout(handle)
+        delay.stop(time.monotonic())
+
+    schedule()
+    return stop

@@ -76,6 +76,7 @@ class PayloadProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if reason.check(error.ConnectionDone) and self._finished:
+            self._account.end(time.monotonic())
             self.done.callback(None)
         elif reason.check(error.ConnectionDone):
             self.done.errback(BrokenPipeError("closed by peer before the payload was sent"))
@@ -131,7 +132,6 @@ async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progres
     delay = LoopDelay()
     stop_ticker = start_ticker(reactor, delay)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    started = time.monotonic()
     transfers = [Deferred.fromCoroutine(send_one(reactor, options, a, progress)) for a in accounts]
     try:
         await defer.gatherResults(transfers, consumeErrors=True)
@@ -143,7 +143,7 @@ async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progres
         raise SendFailed(describe_failure(exc.subFailure), went_out) from None
     finally:
         stop_ticker()
-    return SendResult.from_accounts(accounts, time.monotonic() - started, delay.stats())
+    return SendResult.from_accounts(accounts, delay.stats())
 
 
 # --- run --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IAddress, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from common.events import EOF, ERROR, RESET, Event, Listening, describe
+from common.events import EOF, ERROR, RESET, Event, describe
 from common.interface import ServeOptions, format_peer
 from common.loopdelay import LoopDelay
 from common.sink import Connection, Sink
@@ -96,15 +96,7 @@ async def serve_until_stopped(
             )
         except error.CannotListenError as exc:
             raise exc.socketError from None  # the OSError underneath, as the other servers raise
-        emit(
-            Listening(
-                options.impl,
-                options.loop,
-                options.host,
-                port.getHost().port,
-                loops.describe(reactor),
-            )
-        )
+        emit(options.listening(port.getHost().port, loops.describe(reactor)))
         await signals.wait()
         await port.stopListening()  # stop accepting; connections already accepted carry on
         if not await loops.wait_idle(reactor, sink, options.grace, signals):

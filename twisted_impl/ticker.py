@@ -20,12 +20,23 @@ def start_ticker(
     is called."""
     call: IDelayedCall
 
-    def tick() -> None:
+    def schedule() -> None:
         nonlocal call
+        call = reactor.callLater(delay.interval, tick)
+        # The reactor's own due time is on reactor.seconds(), wall-clock time.time() even on
+        # the asyncio reactor: move it onto time.monotonic()'s clock by the clocks' offset.
+        delay.expect(call.getTime() - reactor.seconds() + time.monotonic())
+
+    def tick() -> None:
         now = time.monotonic()
-        call = reactor.callLater(delay.tick(now), tick)
+        delay.tick(now)
+        schedule()
         if on_tick is not None:
             on_tick(now)
 
-    call = reactor.callLater(delay.start(time.monotonic()), tick)
-    return lambda: call.cancel()
+    def stop() -> None:
+        call.cancel()
+        delay.stop(time.monotonic())
+
+    schedule()
+    return stop

@@ -8,11 +8,12 @@ pytest-twisted in the interop env without either taking over the other's tests.)
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
 import unittest
 from typing import Any, cast
 
-from asyncio_impl import client, protocol_client, protocol_server, server
+from asyncio_impl import client, loops, protocol_client, protocol_server, server, ticker
 from common.accounting import SendAccount
 from common.events import Event, Received
 from common.interface import SendOptions, ServeOptions
@@ -29,7 +30,6 @@ class SinkRoundTrip(unittest.IsolatedAsyncioTestCase):
     async def _round_trip(self, start: Any, send_one: Any) -> list[Event]:
         events: list[Event] = []
         delay = LoopDelay()
-        delay.start(asyncio.get_running_loop().time())
         sink = Sink("sha256", delay, events.append)
         listener = await start(sink, ServeOptions(impl="test", port=0))
         port = listener.sockets[0].getsockname()[1]
@@ -122,7 +122,6 @@ class ProtocolWithoutSockets(unittest.TestCase):
 
         async def drive() -> None:
             delay = LoopDelay()
-            delay.start(loop.time())
             sink = Sink("none", delay, events.append)
             protocol = protocol_server.SinkProtocol(sink, memoryview(bytearray(16)))
             protocol.connection_made(cast(asyncio.Transport, Transport()))
@@ -139,6 +138,41 @@ class ProtocolWithoutSockets(unittest.TestCase):
         self.assertEqual(
             (received.peer, received.bytes, received.outcome), ("127.0.0.1:4242", 10, "eof")
         )
+
+
+class TickerDueTimes(unittest.TestCase):
+    """The ticker measures lateness against the time the loop itself scheduled."""
+
+    def _due_times(self, loop_name: str) -> list[float]:
+        recorded: list[float] = []
+
+        class Recording(LoopDelay):
+            def expect(self, due: float) -> None:
+                recorded.append(due)
+                super().expect(due)
+
+        async def tick_a_while() -> None:
+            stop = ticker.start_ticker(asyncio.get_running_loop(), Recording())
+            await asyncio.sleep(0.1)
+            stop()
+
+        loops.run(tick_a_while(), loop_name)
+        return recorded
+
+    def test_uvloop_ticks_are_due_on_its_whole_millisecond_clock(self) -> None:
+        """uvloop schedules on a clock of whole milliseconds: the due times the ticker
+        measures against are those, not now + 10 ms, so no tick looks early by rounding."""
+        if importlib.util.find_spec("uvloop") is None:
+            self.skipTest("needs the uvloop extra")
+        due = self._due_times("uvloop")
+        self.assertGreaterEqual(len(due), 5)
+        self.assertTrue(all(abs(d * 1000 - round(d * 1000)) < 1e-6 for d in due), due)
+
+    def test_the_default_loop_schedules_on_the_monotonic_clock(self) -> None:
+        """asyncio's own loop keeps time.monotonic(): its due times are not whole ms."""
+        due = self._due_times("default")
+        self.assertGreaterEqual(len(due), 5)
+        self.assertFalse(all(abs(d * 1000 - round(d * 1000)) < 1e-6 for d in due), due)
 
 
 if __name__ == "__main__":

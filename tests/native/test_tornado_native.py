@@ -44,7 +44,6 @@ class SinkRoundTrip(AsyncTestCase):
                 all_received.set_result(None)
 
         delay = LoopDelay()
-        delay.start(self.io_loop.time())
         sink = Sink("sha256", delay, emit)
         listener, port = bind_unused_port()
         sink_server = server.SinkServer(sink)

@@ -100,7 +100,6 @@ def test_sink_protocol_counts_and_reports_eof_and_reset() -> None:
     """dataReceived counts; ConnectionDone reports eof, ConnectionLost reports reset."""
     events: list[Event] = []
     delay = LoopDelay()
-    delay.start(0)
     sink = Sink("sha256", delay, events.append)
     factory = server.SinkFactory(sink)
     for reason in (error.ConnectionDone(), error.ConnectionLost()):
@@ -122,7 +121,6 @@ async def test_round_trip_on_the_reactor() -> None:
 
     events: list[Event] = []
     delay = LoopDelay()
-    delay.start(reactor.seconds())
     sink = Sink("sha256", delay, events.append)
     port = reactor.listenTCP(0, server.SinkFactory(sink), interface="127.0.0.1")
     try:

@@ -76,17 +76,18 @@ def test_client_opens_100_concurrent_connections(target: Target) -> None:
     }
 
 
-def test_client_keeps_ticking_during_a_256MiB_send(target: Target) -> None:
-    """The talk's other_task: the client's 10 ms ticker keeps firing while 256 MiB go out."""
+def test_client_keeps_ticking_during_a_1GiB_send(target: Target) -> None:
+    """The talk's other_task: the client's 10 ms ticker keeps firing while 1 GiB goes out
+    (long enough for a dozen ticks even at 8 GB/s)."""
     with NeutralSink() as sink:
-        run = run_client(target, sink.port, "--size", "256MiB")
-        (arrival,) = sink.wait()
+        run = run_client(target, sink.port, "--size", "1GiB", timeout=120)
+        (arrival,) = sink.wait(timeout=120)
     sent = run.sent
-    assert arrival.bytes == sent["bytes"] == 256 * MiB
+    assert arrival.bytes == sent["bytes"] == 1024 * MiB
     due = sent["seconds"] / 0.010
     # Generous: a third of the ticks that were due (a starved loop gets a handful).
     assert sent["ticks"] >= max(3, due / 3), sent
-    assert 0 <= sent["loop_delay_ms"]["p50"] <= sent["loop_delay_ms"]["p99"]
+    assert sent["loop_delay_ms"]["p50"] <= sent["loop_delay_ms"]["max"]
 
 
 def test_client_streams_without_buffering_the_payload(target: Target) -> None:

@@ -14,20 +14,17 @@ from common import registry
 ROW_FIELDS = {
     "impl",
     "loop",
+    "tune",
     "framework",
+    "loc",
+    "modules",
+    "verified",
+    "verification",
     "runs",
-    "mb_per_s",
-    "ratio",
-    "client_cpu_s_per_gib",
-    "server_cpu_s_per_gib",
-    "client_rss_mib",
-    "server_rss_mib",
-    "client_delay_ms",
-    "server_delay_ms",
-    "server_loc",
-    "client_loc",
-    "error",
+    "errors",
+    "figures",
 }
+RUN_FIELDS = {"seq", "paired_with", "listening", "sent", "received", "stopped"}
 
 
 def _impls(config: pytest.Config) -> list[str]:
@@ -60,17 +57,39 @@ def test_compare_reports_a_row_per_implementation_and_loop(
         if entry.name in impls or entry.name == "blocking"
         for loop in entry.available_loops()
     }
-    assert {(row["impl"], row["loop"]) for row in report["rows"]} == expected
+    assert {(row["impl"], row["loop"]) for row in report["rows"]} == expected | {
+        ("reference", "default")
+    }
     for row in report["rows"]:
         assert set(row) == ROW_FIELDS
-        assert row["error"] is None, row
-        assert row["mb_per_s"]["median"] > 0
-        assert set(row["client_delay_ms"]) == set(row["server_delay_ms"]) == {"p50", "p99", "max"}
-        assert row["server_loc"] > 0 and row["client_loc"] > 0
-    baseline = [row for row in report["rows"] if row["impl"] == "blocking"]
-    assert baseline[0]["ratio"] == 1.0
-    assert set(report["machine"]) >= {"cpu", "cores", "python", "twisted", "tornado", "uvloop"}
-    assert report["settings"]["bytes"] == 2 * 1024 * 1024
+        assert row["errors"] == [], row["errors"]
+        assert row["verified"] == ("bytes" if row["impl"] == "reference" else "sha256")
+        assert len(row["runs"]) == (len(expected) if row["impl"] == "blocking" else 1)
+        assert all(set(run) == RUN_FIELDS for run in row["runs"])
+        figures = row["figures"]
+        assert figures["mb_per_s"]["median"] > 0
+        assert row["loc"] > 0 and row["modules"]
+    figures = {row["impl"] + "/" + row["loop"]: row["figures"] for row in report["rows"]}
+    assert figures["blocking/default"]["ratio"]["median"] == 1.0
+    assert all(f["ratio"] is not None for f in figures.values())
+    assert {"cpu", "cores", "python", "twisted", "tornado", "uvloop"} <= set(report["machine"])
+    assert report["settings"]["size"] == 2 * 1024 * 1024
+    assert isinstance(report["settings"]["seed"], int)
+
+
+def test_compare_saves_a_report_that_renders_the_same(tmp_path: Path) -> None:
+    """--save stores the raw report; nbio report renders it exactly as compare printed it,
+    and a file that is not a report is refused with one line."""
+    saved = tmp_path / "run.json"
+    args = ["--size", "64KiB", "--repeat", "1", "--impls", "asyncio-protocol", "--loops", "default"]
+    done = run_nbio("compare", *args, "--markdown", "--save", str(saved), timeout=300)
+    assert done.returncode == 0, done.stderr
+    rendered = run_nbio("report", str(saved), "--markdown")
+    assert rendered.returncode == 0, rendered.stderr
+    assert rendered.stdout == done.stdout
+    (tmp_path / "bad.json").write_text("{}")
+    refused = run_nbio("report", str(tmp_path / "bad.json"))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
 
 
 def test_compare_writes_table_markdown_and_plot(tmp_path: Path) -> None:
@@ -88,11 +107,12 @@ def test_compare_writes_table_markdown_and_plot(tmp_path: Path) -> None:
     ]
     table = run_nbio(*args, timeout=300)
     assert table.returncode == 0, table.stderr
-    assert "asyncio-protocol" in table.stdout and "MB/s (server)" in table.stdout
+    assert "asyncio-protocol" in table.stdout and "MB/s median (min–max)" in table.stdout
     markdown = run_nbio(*args, "--markdown", timeout=300)
     assert markdown.stdout.startswith("Measured on ")
     assert "| asyncio-protocol | default |" in markdown.stdout
     assert "| blocking | default |" in markdown.stdout
+    assert "| reference | default |" in markdown.stdout
     if importlib.util.find_spec("matplotlib") is None:
         pytest.skip("the plot extra (matplotlib) is not installed")
     chart = tmp_path / "compare.png"
@@ -119,4 +139,4 @@ def test_compare_matrix_runs_every_client_against_every_server() -> None:
     assert pairs == {
         (a, b) for a in ("asyncio-streams", "blocking") for b in ("asyncio-streams", "blocking")
     }
-    assert all(c["ok"] and c["mb_per_s"] > 0 for c in cells)
+    assert all(c["verified"] and c["transfer"]["received"][0]["bytes"] == 65536 for c in cells)

@@ -107,5 +107,6 @@ def test_sink_ticks_while_a_connection_is_open(target: Target) -> None:
         server.stop()
     delay = received["loop_delay_ms"]
     assert set(delay) == {"p50", "p99", "max"}
-    assert 0 <= delay["p50"] <= delay["p99"] <= delay["max"]
+    assert delay["p50"] <= delay["max"]
+    assert delay["p99"] is None  # fewer than 100 ticks: no p99 that is only the max
     assert received["ticks"] >= 5  # 30 are due; a starved loop would have far fewer

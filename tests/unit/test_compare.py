@@ -2,82 +2,231 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from common import compare
-from common.bench import Transfer
+import pytest
+
+from common import compare, report
+from common.bench import REFERENCE, Settings, Target, Transfer, TransferFailed
 
 GIB = 1024**3
+BLOCKING = Target("blocking")
 
 
-def _transfer(mb_per_s: float, cpu: float = 0.5, p99: float = 1.0) -> Transfer:
-    seconds = GIB / (mb_per_s * 1e6)
-    delay: dict[str, Any] = {"p50": 0.1, "p99": p99, "max": p99 * 2}
+def _events(size: int, mb_per_s: float, start: float = 10.0, ticks: int = 300) -> Transfer:
+    """One transfer of ``size`` bytes at ``mb_per_s``, as both processes would report it."""
+    seconds = size / (mb_per_s * 1e6)
+    delay: dict[str, Any] = {"p50": 0.1, "p99": 1.0, "max": 2.0}
+    received = {
+        "bytes": size,
+        "sha256": None,
+        "outcome": "eof",
+        "first_byte_at": start,
+        "ended_at": start + seconds,
+        "cpu_at_first_byte": 1.0,
+        "cpu_at_end": 1.0 + seconds / 2,
+        "waits_at_first_byte": 5,
+        "waits_at_end": 15,
+        "loop_delay_ms": delay,
+        "ticks": ticks,
+        "early_ticks": 0,
+    }
     return Transfer(
-        listening={"port": 1},
-        sent={"bytes": GIB, "cpu_s": cpu, "peak_rss_kib": 20480, "loop_delay_ms": delay},
-        received=[{"bytes": GIB, "seconds": seconds, "loop_delay_ms": delay}],
-        stopped={"cpu_s": cpu * 2, "peak_rss_kib": 10240},
-    )
-
-
-def test_plan_runs_every_target_once_per_round_in_shuffled_order() -> None:
-    """Each round holds every target once; rounds are shuffled so drift spreads out."""
-    targets = [compare.Target(name) for name in "abcdef"]
-    order = compare.plan(targets, repeat=4)
-    rounds = [order[i : i + 6] for i in range(0, 24, 6)]
-    assert all(sorted(r, key=lambda t: t.impl) == targets for r in rounds)
-    assert len({tuple(t.impl for t in r) for r in rounds}) > 1
-
-
-def test_summarize_takes_medians_spread_and_the_baseline_ratio() -> None:
-    """Throughput is the median of the repeats with min and max; CPU is per GiB."""
-    target = compare.Target("asyncio-streams")
-    transfers = [_transfer(400), _transfer(500, cpu=1.0, p99=3.0), _transfer(450)]
-    row = compare.summarize(target, transfers, [], baseline=900.0)
-    assert row.mb_per_s is not None
-    assert round(row.mb_per_s.median) == 450
-    assert (round(row.mb_per_s.low), round(row.mb_per_s.high)) == (400, 500)
-    assert row.ratio is not None and round(row.ratio, 2) == 0.5
-    assert row.client_cpu_s_per_gib == 0.5 and row.server_cpu_s_per_gib == 1.0
-    assert row.client_delay_ms["p99"] == 3.0  # the worst run's
-    assert row.client_rss_mib == 20.0
-    assert row.server_loc > 0 and row.client_loc > 0
-
-
-def test_a_failed_repeat_makes_the_row_an_error_not_a_number() -> None:
-    """A row where a run failed reports the error and no figures."""
-    row = compare.summarize(compare.Target("blocking"), [_transfer(900)], ["sent 5, got 4"])
-    assert row.error == "sent 5, got 4"
-    assert row.mb_per_s is None
-    assert "error: sent 5, got 4" in compare.cells(row)
-
-
-def test_markdown_names_the_machine_and_has_every_column() -> None:
-    """The Markdown starts with the machine and has one header cell per column."""
-    report = compare.Report(
-        machine={
-            "cpu": "Test CPU",
-            "cores": "2",
-            "system": "Linux",
-            "python": "3.11",
-            "twisted": "x",
-            "tornado": "y",
-            "uvloop": "z",
+        listening={"port": 1, "digest": "none", "rss_kib": 10240},
+        sent={
+            "bytes": size,
+            "sha256": None,
+            "cpu_s": seconds,
+            "waits": 20,
+            "rss_kib": 20480,
+            "peak_rss_kib": 22528,
+            "loop_delay_ms": delay,
+            "ticks": ticks,
+            "early_ticks": 1,
         },
-        settings={"size": "1.00 GiB", "connections": 1, "repeat": 3, "digest": "none"},
-        rows=[compare.summarize(compare.Target("blocking"), [_transfer(900)], [], 900.0)],
+        received=[received],
+        stopped={"bytes": size, "peak_rss_kib": 11264},
     )
-    markdown = compare.to_markdown(report)
-    assert markdown.startswith("Measured on Test CPU, 2 cores")
+
+
+class FakeBench:
+    """Stands in for real transfers: records each call, answers with made-up events."""
+
+    def __init__(self, speeds: dict[str, float], failing: set[str] | None = None) -> None:
+        self.speeds = speeds
+        self.failing = failing or set()
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, server: Target, client: Target, settings: Settings) -> Transfer:
+        assert server == client
+        self.calls.append((server.impl, settings.digest))
+        if server.impl in self.failing:
+            raise TransferFailed("sent 5 bytes, server counted 4")
+        return _events(settings.size, self.speeds[server.impl])
+
+
+def _run(bench: FakeBench, seed: int = 1, repeat: int = 3) -> compare.Report:
+    settings = compare.CompareSettings(size=GIB, seed=seed, repeat=repeat)
+    chosen = [Target("asyncio-streams"), Target("twisted"), BLOCKING]
+    return compare.run(settings, chosen, transfer=bench)
+
+
+SPEEDS = {"asyncio-streams": 2000.0, "twisted": 1000.0, "blocking": 1000.0, REFERENCE: 4000.0}
+
+
+def test_every_row_is_verified_then_warmed_up_then_timed_beside_the_baseline() -> None:
+    """Verification (sha256; the reference hashes nothing) comes first for every row, then
+    one warm-up each with the run's settings, then rounds in which every run of a target
+    directly follows a run of the baseline, and is paired with it."""
+    bench = FakeBench(SPEEDS)
+    measured = _run(bench)
+    verify, warm, timed = bench.calls[:4], bench.calls[4:8], bench.calls[8:]
+    hashed = [("asyncio-streams", "sha256"), ("twisted", "sha256"), ("blocking", "sha256")]
+    assert sorted(verify) == sorted([*hashed, (REFERENCE, "none")])
+    assert sorted(impl for impl, _ in warm) == sorted(SPEEDS)
+    assert all(digest == "none" for _, digest in warm + timed)
+    assert [impl for impl, _ in timed[::2]] == ["blocking"] * 9  # 3 rounds of 3 targets
+    assert sorted(impl for impl, _ in timed[1::2]) == sorted(
+        ["asyncio-streams", "twisted", REFERENCE] * 3
+    )
+    baseline = {run.seq for run in measured.rows[2].runs}
+    for row in measured.rows:
+        assert row.verified == ("bytes" if row.target.impl == REFERENCE else "sha256")
+        if row.target != BLOCKING:
+            assert [run.paired_with for run in row.runs] == [run.seq - 1 for run in row.runs]
+            assert {run.paired_with for run in row.runs} <= baseline
+
+
+def test_the_seed_repeats_the_order_and_a_new_seed_changes_it() -> None:
+    """--seed N gives the same order again; another seed, another order."""
+    orders = []
+    for seed in (7, 7, 8):
+        bench = FakeBench(SPEEDS)
+        _run(bench, seed=seed, repeat=4)
+        orders.append(bench.calls)
+    assert orders[0] == orders[1]
+    assert orders[0] != orders[2]
+
+
+def test_a_row_that_fails_verification_is_an_error_and_never_timed() -> None:
+    """A target whose verification fails gets no timed run and no figures."""
+    bench = FakeBench(SPEEDS, failing={"twisted"})
+    measured = _run(bench)
+    assert bench.calls.count(("twisted", "sha256")) == 1
+    assert ("twisted", "none") not in bench.calls
+    (row,) = [r for r in report.reduce(measured) if r.target.impl == "twisted"]
+    assert row.error is not None and row.error.startswith("verification: ")
+    assert row.mb_per_s is None and row.ratio is None
+    assert "error: verification" in report.cells(row)[2]
+
+
+def test_a_failed_baseline_means_no_ratios() -> None:
+    """Without a baseline that ran, no row has a ratio to it, but each has its figures."""
+    measured = _run(FakeBench(SPEEDS, failing={"blocking"}))
+    rows = {r.target.impl: r for r in report.reduce(measured)}
+    assert rows["blocking"].error is not None
+    assert rows["asyncio-streams"].mb_per_s is not None
+    assert all(r.ratio is None for r in rows.values())
+
+
+def test_ratios_are_medians_of_neighbouring_pairs() -> None:
+    """Each run's throughput over its own baseline run: a drift that slows both cancels."""
+    drift = itertools.count()
+
+    def drifting(server: Target, client: Target, settings: Settings) -> Transfer:
+        slower = 1 + next(drift) / 10  # the machine gets slower and slower
+        return _events(settings.size, SPEEDS[server.impl] / slower)
+
+    settings = compare.CompareSettings(size=GIB, seed=3, repeat=3)
+    measured = compare.run(settings, [Target("asyncio-streams"), BLOCKING], transfer=drifting)
+    rows = {r.target.impl: r for r in report.reduce(measured)}
+    ratio = rows["asyncio-streams"].ratio
+    assert ratio is not None
+    assert 1.8 < ratio.low <= ratio.median <= ratio.high < 2.0  # about 2, whatever the drift
+    assert rows["blocking"].ratio == report.Spread(1.0, 1.0, 1.0)
+
+
+def test_throughput_is_every_byte_over_the_wall_span() -> None:
+    """Two 1 GB connections served one after the other (0–1 s, then 1–2 s) move 2 GB in
+    2 s: 1000 MB/s, not the 2000 MB/s that bytes over the longest connection would say."""
+    first, second = _events(10**9, 1000.0, start=0.0), _events(10**9, 1000.0, start=1.0)
+    both = Transfer(first.listening, first.sent, first.received + second.received, first.stopped)
+    assert both.server_bytes == 2 * 10**9
+    assert both.server_seconds == pytest.approx(2.0)
+    assert both.server_mb_per_s == pytest.approx(1000.0)
+    assert both.server_cpu_s == pytest.approx(0.5)  # the server's CPU over that same span
+
+
+def test_reduction_gives_medians_spreads_cpu_and_memory_growth() -> None:
+    """Throughput is the median of the runs with its min and max; CPU is per GiB over the
+    transfer's span; growth is peak RSS over the process's own baseline."""
+    measured = _run(FakeBench(SPEEDS))
+    row = next(r for r in report.reduce(measured) if r.target.impl == "asyncio-streams")
+    assert row.mb_per_s is not None and row.mb_per_s.median == pytest.approx(2000.0)
+    assert row.ratio is not None and row.ratio.median == pytest.approx(2.0)
+    seconds = GIB / 2000e6
+    assert row.client_cpu_s_per_gib is not None
+    assert row.client_cpu_s_per_gib.median == pytest.approx(seconds)
+    assert (row.client_rss_mib, row.client_growth_mib) == (22.0, 2.0)
+    assert (row.server_rss_mib, row.server_growth_mib) == (11.0, 1.0)
+    assert row.client_delay == report.Delay(ticks=300, early=3, p50=0.1, p99=1.0, max=2.0)
+
+
+def test_few_ticks_show_the_max_alone_and_none_say_so() -> None:
+    """Below 100 ticks a cell shows the max only; a process that never ticked, 'no ticks'."""
+    few = report.Delay.of([{"loop_delay_ms": {"p50": 0.1, "p99": None, "max": 2.0}, "ticks": 25}])
+    assert few.text() == "max 2.0 (25)"
+    none = report.Delay.of([{"loop_delay_ms": None, "ticks": 0}])
+    assert none.text() == "no ticks"
+
+
+def test_markdown_names_each_statistic_and_the_seed() -> None:
+    """The Markdown says what was run (seed included) and each column names its statistic."""
+    measured = _run(FakeBench(SPEEDS), seed=42)
+    markdown = report.to_markdown(measured)
+    assert "seed 42" in markdown and "`--seed 42`" in markdown
     header = markdown.splitlines()[2]
-    assert header.count("|") == len(compare.COLUMNS) + 1
-    assert "| blocking | default | 900 (900–900) | 1.00 |" in markdown
+    assert header.count("|") == len(report.COLUMNS) + 1
+    assert "median (min–max)" in header and "median of pairs" in header
+    assert "| asyncio-streams | default | 2000 (2000–2000) | 2.00 (2.00–2.00) |" in markdown
 
 
-def test_lines_of_code_skip_docstrings_comments_and_blank_lines() -> None:
-    """The reading cost counts code lines only."""
-    total = compare.lines_of_code("common.sizes")
-    with open("common/sizes.py") as source:
-        raw = len(source.read().splitlines())
-    assert 0 < total < raw
+def test_a_saved_report_renders_the_same() -> None:
+    """A report read back from its JSON reduces and renders exactly as when measured."""
+    measured = _run(FakeBench(SPEEDS))
+    stored = compare.Report.from_json(measured.to_json(report.figures))
+    assert report.to_markdown(stored) == report.to_markdown(measured)
+
+
+def test_lines_of_code_follow_what_an_implementation_imports() -> None:
+    """A reader of the selectors implementation reads its loop, its loops and its ticker
+    too; asyncio's protocol level borrows the streams server's shutdown and client loop."""
+    selectors = compare.implementation_modules(["selectors_impl.server", "selectors_impl.client"])
+    assert set(selectors) >= {
+        "selectors_impl.server",
+        "selectors_impl.client",
+        "selectors_impl.loop",
+        "selectors_impl.loops",
+        "selectors_impl.ticker",
+    }
+    assert not any(m.startswith("common") for m in selectors)
+    protocol = compare.implementation_modules(
+        ["asyncio_impl.protocol_server", "asyncio_impl.protocol_client"]
+    )
+    assert {"asyncio_impl.server", "asyncio_impl.client"} <= set(protocol)
+    assert compare.lines_of_code(selectors) > compare.lines_of_code(selectors[:2])
+
+
+def test_code_lines_skip_docstrings_comments_and_blank_lines() -> None:
+    """Only lines with code count; a string spanning lines that is not a docstring counts."""
+    text = '''"""Module docstring,
+on two lines."""
+
+# a comment
+def f() -> str:
+    """Docstring."""
+    return """not a
+docstring"""  # a comment after code
+'''
+    assert compare._code_lines(text) == 3

@@ -7,7 +7,8 @@ import json
 from common.events import Error, Listening, Received, Rejected, Sent, Stopped, describe, to_json
 from common.loopdelay import DelayStats
 
-STATS = DelayStats(ticks=3, p50_ms=0.5, p99_ms=2.25, max_ms=3.0)
+STATS = DelayStats(ticks=300, early=2, p50_ms=0.5, p99_ms=2.25, max_ms=3.0)
+DELAY = {"loop_delay_ms", "ticks", "early_ticks"}
 
 
 def test_json_has_the_documented_fields() -> None:
@@ -15,11 +16,13 @@ def test_json_has_the_documented_fields() -> None:
     cases = [
         (
             Listening("asyncio-streams", "default", "127.0.0.1", 1234, "x"),
-            {"event", "impl", "loop", "host", "port", "loop_impl"},
+            {"event", "impl", "loop", "host", "port", "loop_impl", "digest", "tune", "rss_kib"},
         ),
         (
             Received("127.0.0.1:5", 10, None, 0.5, "eof", STATS),
-            {"event", "peer", "bytes", "sha256", "seconds", "outcome", "loop_delay_ms", "ticks"},
+            {"event", "peer", "bytes", "sha256", "seconds", "outcome", *DELAY}
+            | {"first_byte_at", "ended_at", "cpu_at_first_byte", "cpu_at_end"}
+            | {"waits_at_first_byte", "waits_at_end"},
         ),
         (
             Stopped(1, 10, {"eof": 1}, 2048, 0.5),
@@ -27,18 +30,10 @@ def test_json_has_the_documented_fields() -> None:
         ),
         (Rejected("127.0.0.1:6", 10), {"event", "peer", "open"}),
         (
-            Sent(10, "ab", 0.5, 1, STATS, 2048, 0.25),
-            {
-                "event",
-                "bytes",
-                "sha256",
-                "seconds",
-                "connections",
-                "loop_delay_ms",
-                "ticks",
-                "peak_rss_kib",
-                "cpu_s",
-            },
+            Sent(10, "ab", 0.5, 1, STATS, "sha256", 65536, 1),
+            {"event", "bytes", "sha256", "seconds", "connections", *DELAY}
+            | {"digest", "chunk_size", "chunks", "tune", "first_byte_at", "ended_at"}
+            | {"cpu_s", "waits", "rss_kib", "peak_rss_kib"},
         ),
         (Error("connection refused", 0), {"event", "message", "bytes"}),
     ]
@@ -52,7 +47,13 @@ def test_json_has_the_documented_fields() -> None:
 
 
 def test_loop_delay_is_reported_in_milliseconds() -> None:
-    """loop_delay_ms holds p50, p99 and max; ticks stands beside it."""
+    """loop_delay_ms holds p50, p99 and max; ticks and early ticks stand beside it."""
     data = json.loads(to_json(Sent(1, None, 1.0, 1, STATS)))
     assert data["loop_delay_ms"] == {"p50": 0.5, "p99": 2.25, "max": 3.0}
-    assert data["ticks"] == 3
+    assert (data["ticks"], data["early_ticks"]) == (300, 2)
+
+
+def test_no_ticks_is_null_not_zero() -> None:
+    """A process that never ticked reports null figures, which no table can read as 0."""
+    data = json.loads(to_json(Sent(1, None, 1.0, 1, DelayStats(ticks=0))))
+    assert (data["loop_delay_ms"], data["ticks"]) == (None, 0)

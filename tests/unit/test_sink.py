@@ -10,7 +10,6 @@ from common.sink import Sink
 def _sink() -> tuple[Sink, list[Event]]:
     events: list[Event] = []
     delay = LoopDelay()
-    delay.start(0.0)
     return Sink("sha256", delay, events.append), events
 
 
@@ -44,25 +43,54 @@ def test_abort_all_marks_connections_aborted_and_calls_back_when_idle() -> None:
     assert isinstance(events[-1], Received) and events[-1].outcome == "aborted"
 
 
+def _tick(sink: Sink, due: float, fired: float) -> None:
+    sink.delay.expect(due)
+    sink.delay.tick(fired)
+
+
 def test_loop_delay_history_is_kept_only_for_open_connections() -> None:
     """Samples older than every open connection are forgotten."""
     sink, _ = _sink()
-    now = 0.01
+    now = 0.0
     for _ in range(100):
-        now += sink.delay.tick(now)
+        now += 0.01
+        _tick(sink, now, now)
     connection = sink.open("a:1", now, lambda: None)
-    sink.delay.tick(now + 0.5)
+    _tick(sink, now + 0.01, now + 0.5)
     received = sink.close(connection, "eof", now + 1)
     assert received.loop_delay.ticks == 1
-    assert received.loop_delay.max_ms > 400
+    assert received.loop_delay.max_ms is not None and received.loop_delay.max_ms > 400
     assert sink.delay.stats().ticks == 0
+
+
+def test_a_stall_that_ends_with_the_connection_is_reported() -> None:
+    """The loop stalls 300 ms and the connection's EOF is handled before the overdue tick
+    fires: the close samples that tick, so the stall is in the connection's report."""
+    sink, _ = _sink()
+    connection = sink.open("a:1", 0.0, lambda: None)
+    sink.delay.expect(0.01)
+    connection.feed(b"x", 0.005)
+    received = sink.close(connection, "eof", 0.31)
+    assert received.loop_delay.ticks == 1
+    assert received.loop_delay.max_ms is not None and received.loop_delay.max_ms >= 299
+
+
+def test_received_carries_the_span_on_both_clocks() -> None:
+    """A received event says when its first byte came and when it ended, on the monotonic
+    clock and on the process's CPU clock, so spans of several connections can be joined."""
+    sink, _ = _sink()
+    connection = sink.open("a:1", 0.0, lambda: None)
+    connection.feed(b"x", 1.0)
+    received = sink.close(connection, "eof", 2.0)
+    assert (received.first_byte_at, received.ended_at) == (1.0, 2.0)
+    assert received.cpu_at_first_byte is not None and received.cpu_at_end is not None
+    assert 0 <= received.cpu_at_end - received.cpu_at_first_byte < 1
 
 
 def test_max_connections_refuses_and_counts_the_rest() -> None:
     """Beyond max_connections, open() returns None and reports a rejected event."""
     events: list[Event] = []
     delay = LoopDelay()
-    delay.start(0.0)
     sink = Sink("none", delay, events.append, max_connections=1)
     assert sink.open("a:1", 0.0, lambda: None) is not None
     assert sink.open("b:2", 0.0, lambda: None) is None
@@ -75,7 +103,6 @@ def test_expire_times_out_only_idle_connections() -> None:
     one that keeps sending is not."""
     events: list[Event] = []
     delay = LoopDelay()
-    delay.start(0.0)
     sink = Sink("none", delay, events.append, idle_timeout=1.0)
     closed: list[str] = []
     quiet = sink.open("quiet:1", 0.0, lambda: closed.append("quiet"))

@@ -1,0 +1,183 @@
+"""The reference at the limit: one loopback stream with as little Python as it can have.
+
+Not an implementation of nbio (it keeps none of the promises the shared suite checks), but
+the yardstick ``nbio compare`` runs in the same rounds as every implementation: the server
+accepts, and each connection's thread loops ``recv_into`` one reused buffer and only adds up
+the counts; the client ``sendall``s one pre-built buffer over and over. No accounting per
+read, no payload generator, no digest, no ticker. Its events have the same shape as
+``nbio serve`` and ``nbio send`` (no loop delay: it has no loop), so the same code reduces
+them, and its row shows how far the blocking baseline, and every row, is from what this
+machine's kernel does.
+
+    python -m common.reference serve --port 0
+    python -m common.reference send --port PORT --size 1GiB
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from common import usage
+from common.accounting import process_usage
+from common.events import Event, Listening, Received, Sent, Stopped, to_json
+from common.interface import DEFAULT_HOST, format_peer
+from common.loopdelay import DelayStats
+from common.payload import DEFAULT_CHUNK_SIZE, TALK_LINE
+from common.sizes import parse_size
+
+__all__ = ["main", "send", "serve"]
+
+READ_SIZE = 256 * 1024
+LOOP_IMPL = "threads: recv_into and nothing else"
+NO_TICKS = DelayStats(ticks=0)  # no loop, no ticker
+
+
+def _emit(event: Event) -> None:
+    print(to_json(event), flush=True)
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT arrived: stop accepting."""
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop
+
+
+def _drain(conn: socket.socket, peer: str, totals: list[int], lock: threading.Lock) -> None:
+    buffer = memoryview(bytearray(READ_SIZE))
+    count = 0
+    first_byte_at, usage_at_first_byte = None, (None, None)
+    with conn:
+        received = conn.recv_into(buffer)
+        if received:
+            first_byte_at, usage_at_first_byte = time.monotonic(), process_usage()
+        while received:
+            count += received
+            received = conn.recv_into(buffer)
+    ended_at, (cpu_at_end, waits_at_end) = time.monotonic(), process_usage()
+    ended = first_byte_at is not None
+    with lock:
+        totals.append(count)
+        _emit(
+            Received(
+                peer=peer,
+                bytes=count,
+                sha256=None,
+                seconds=ended_at - first_byte_at if first_byte_at is not None else 0.0,
+                outcome="eof",
+                loop_delay=NO_TICKS,
+                first_byte_at=first_byte_at,
+                ended_at=ended_at if ended else None,
+                cpu_at_first_byte=usage_at_first_byte[0],
+                cpu_at_end=cpu_at_end if ended else None,
+                waits_at_first_byte=usage_at_first_byte[1],
+                waits_at_end=waits_at_end if ended else None,
+            )
+        )
+
+
+def serve(host: str, port: int) -> None:
+    """Count every connection's bytes in a thread of its own until SIGTERM or SIGINT."""
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    listener = socket.create_server((host, port), backlog=1024)
+    cpu_listening = time.process_time()
+    port = listener.getsockname()[1]
+    _emit(Listening("reference", "default", host, port, LOOP_IMPL, rss_kib=usage.rss_kib()))
+    totals: list[int] = []
+    lock = threading.Lock()
+    threads = []
+    try:
+        while True:
+            conn, address = listener.accept()
+            thread = threading.Thread(
+                target=_drain, args=(conn, format_peer(address), totals, lock)
+            )
+            thread.start()
+            threads.append(thread)
+    except _Stop:
+        listener.close()
+    for thread in threads:
+        thread.join()
+    _emit(
+        Stopped(
+            connections=len(totals),
+            bytes=sum(totals),
+            outcomes={"eof": len(totals)} if totals else {},
+            peak_rss_kib=usage.peak_rss_kib(),
+            cpu_s=time.process_time() - cpu_listening,
+        )
+    )
+
+
+def send(host: str, port: int, size: int, connections: int, chunk_size: int) -> None:
+    """Send ``size`` bytes on each of ``connections`` connections, a thread each."""
+    chunk = (TALK_LINE * (chunk_size // len(TALK_LINE) + 1))[:chunk_size]
+    rss_kib = usage.rss_kib()
+    starts: list[tuple[float, tuple[float, int]]] = []
+
+    def one() -> None:
+        with socket.create_connection((host, port)) as sock:
+            whole, rest = divmod(size, chunk_size)
+            starts.append((time.monotonic(), process_usage()))
+            for _ in range(whole):
+                sock.sendall(chunk)
+            sock.sendall(chunk[:rest])
+
+    threads = [threading.Thread(target=one) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ended_at, (cpu_at_end, waits_at_end) = time.monotonic(), process_usage()
+    first_byte_at = min(start for start, _ in starts)
+    _emit(
+        Sent(
+            bytes=size * connections,
+            sha256=None,
+            seconds=ended_at - first_byte_at,
+            connections=connections,
+            loop_delay=NO_TICKS,
+            digest="none",
+            chunk_size=chunk_size,
+            chunks=-(-size // chunk_size) * connections,
+            first_byte_at=first_byte_at,
+            ended_at=ended_at,
+            cpu_s=cpu_at_end - min(cpu for _, (cpu, _) in starts),
+            waits=waits_at_end - min(waits for _, (_, waits) in starts),
+            rss_kib=rss_kib,
+            peak_rss_kib=usage.peak_rss_kib(),
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.reference", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("serve", "send"):
+        command = commands.add_parser(name)
+        command.add_argument("--host", default=DEFAULT_HOST)
+        command.add_argument("--port", type=int, required=True)
+        command.add_argument("--digest", choices=["none"], default="none", help="it hashes nothing")
+    sender = commands.choices["send"]
+    sender.add_argument("--size", type=parse_size, required=True)
+    sender.add_argument("--connections", type=int, default=1)
+    sender.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args.host, args.port)
+    else:
+        send(args.host, args.port, args.size, args.connections, args.chunk_size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
