@@ -1,15 +1,20 @@
 """The README's and docs' tables point at real lines: each ``[`code`](file#Ln)`` link names
-text that stands on that line of that file, and every linked file exists."""
+text that stands on that line of that file, and every linked file exists; every results
+table is the rendering of a stored report, never typed."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from common import compare, report
+
 ROOT = Path(__file__).resolve().parents[2]
 LINE_LINK = re.compile(r"\[`([^`]+)`\]\(([^)#\s]+)#L(\d+)\)")
 FILE_LINK = re.compile(r"\]\(((?:\.\./)?(?:common|tests|walk|docs|[a-z]+_impl)/[^)#\s]*)\)")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: A rendered report: ``<!-- nbio report PATH -->``, its Markdown, ``<!-- /nbio report -->``.
+REPORT_BLOCK = re.compile(r"<!-- nbio report (\S+) -->\n(.*?)<!-- /nbio report -->", re.S)
 
 
 def test_line_links_point_at_the_code_they_name() -> None:
@@ -35,3 +40,18 @@ def test_file_links_exist() -> None:
         if not (doc.parent / path).exists()
     ]
     assert not missing
+
+
+def test_results_tables_are_renderings_of_stored_reports() -> None:
+    """Each results block in the README is exactly ``nbio report PATH --markdown`` of a
+    report stored in docs/results/ (re-render it after a run: the message says which)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = REPORT_BLOCK.findall(readme)
+    assert blocks, "the README shows no stored report"
+    stale = []
+    for path, shown in blocks:
+        assert path.startswith("docs/results/") and path.endswith(".json"), path
+        stored = compare.Report.from_json((ROOT / path).read_text())
+        if shown != report.to_markdown(stored):
+            stale.append(f"nbio report {path} --markdown")
+    assert not stale, "re-render: " + "; ".join(stale)
