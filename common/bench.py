@@ -221,7 +221,7 @@ def check(transfer: Transfer, settings: Settings) -> list[str]:
     sent, listening, received = transfer.sent, transfer.listening, transfer.received
     problems = []
     # The settings, as each process says it ran (the reference hashes nothing, says no digest).
-    ran = [("client digest", sent.get("digest"), settings.digest)]
+    ran: list[tuple[str, object, object]] = [("client digest", sent.get("digest"), settings.digest)]
     ran.append(("client chunk size", sent.get("chunk_size"), settings.chunk_size))
     if "digest" in listening:
         ran.append(("server digest", listening["digest"], settings.digest))

@@ -54,7 +54,8 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 def _drain(conn: socket.socket, peer: str, totals: list[int], lock: threading.Lock) -> None:
     buffer = memoryview(bytearray(READ_SIZE))
     count = 0
-    first_byte_at, usage_at_first_byte = None, (None, None)
+    first_byte_at: float | None = None
+    usage_at_first_byte: tuple[float | None, int | None] = (None, None)
     with conn:
         received = conn.recv_into(buffer)
         if received:
