@@ -1,5 +1,6 @@
 """Large-payload client on asyncio streams: ``writer.write(chunk)``, then
-``await writer.drain()``, for every chunk; then ``close()`` and ``await wait_closed()``.
+``await writer.drain()``, for every chunk; then ``write_eof()``, and the sink's own close
+(read as EOF) before ``close()`` and ``await wait_closed()``.
 
 Siblings: protocol_client.py (asyncio's Protocol API with pause_writing/resume_writing),
 twisted_impl/client.py, tornado_impl/client.py.
@@ -14,14 +15,19 @@ from collections.abc import Awaitable, Callable
 from asyncio_impl import loops
 from asyncio_impl.ticker import start_ticker
 from common.accounting import SendAccount
-from common.interface import Progress, SendFailed, SendOptions, SendResult, describe_error
+from common.burst import Burst
+from common.interface import (
+    CloseTimeout,
+    Progress,
+    SendFailed,
+    SendOptions,
+    SendResult,
+    describe_error,
+)
 from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload
+from common.payload import TALK_SIZE, Payload, PayloadError
 
 __all__ = ["main", "send", "send_all", "send_one"]
-
-#: Most bytes written without yielding to the loop.
-BURST_SIZE = 1024 * 1024
 
 SendOne = Callable[[SendOptions, SendAccount, Progress], Awaitable[None]]
 
@@ -30,8 +36,8 @@ SendOne = Callable[[SendOptions, SendAccount, Progress], Awaitable[None]]
 
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection, waiting whenever the transport is full."""
-    _, writer = await asyncio.open_connection(options.host, options.port)
-    since_yield = 0
+    reader, writer = await asyncio.open_connection(options.host, options.port)
+    burst = Burst()
     try:
         for chunk in options.payload.chunks(options.chunk_size):
             writer.write(chunk)
@@ -40,19 +46,29 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
             # Waits only while the transport holds more than its high-water mark (64 KiB);
             # below it, drain() returns at once without yielding to the loop.
             await writer.drain()
-            since_yield += len(chunk)
-            if since_yield >= BURST_SIZE:
+            if burst.add(len(chunk)):
                 # So when the kernel keeps taking every chunk inline, nothing ever yields:
-                # ticks came 8 ms late (22 ms on uvloop). Yield once per MiB.
+                # ticks came 8 ms late (22 ms on uvloop). Yield once per burst.
                 await asyncio.sleep(0)
-                since_yield = 0
-        writer.close()  # sends what the transport still holds, then FIN
+        writer.write_eof()  # half-close, once the transport has sent what it holds
+        # The sink closes only after reading our EOF: its close is the receipt.
+        try:
+            await asyncio.wait_for(_until_eof(reader), options.close_timeout)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError on 3.10
+            raise CloseTimeout(options.close_timeout) from None
+        writer.close()
         await writer.wait_closed()
         account.end(time.monotonic())
     except BaseException:
         account.buffered = writer.transport.get_write_buffer_size()
         writer.transport.abort()
         raise
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    """Read until the peer closes; a sink says nothing, so whatever comes is dropped."""
+    while await reader.read(64 * 1024):
+        pass
 
 
 # --- client -----------------------------------------------------------------------------
@@ -65,11 +81,12 @@ async def send_all(
     loop = asyncio.get_running_loop()
     delay = LoopDelay()
     stop_ticker = start_ticker(loop, delay)
+    signals = loops.Signals(loop)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
     tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
     try:
-        await asyncio.gather(*tasks)
-    except OSError as exc:
+        interrupted = await loops.wait_or_signal(asyncio.gather(*tasks), signals)
+    except (OSError, PayloadError) as exc:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -77,6 +94,10 @@ async def send_all(
         raise SendFailed(describe_error(exc), went_out) from None
     finally:
         stop_ticker()
+        signals.close()
+    if interrupted is not None:
+        went_out = sum(account.handed_to_kernel for account in accounts)
+        raise SendFailed.interrupted(interrupted, went_out)
     return SendResult.from_accounts(accounts, delay.stats())
 
 

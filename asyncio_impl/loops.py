@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from common.sink import Sink
+from common.interface import RESET_LINGER, describe_error
+from common.sink import Sink, out_of_resources
 
-__all__ = ["Signals", "describe", "loop_factory", "run", "wait_idle"]
+__all__ = [
+    "Signals",
+    "describe",
+    "loop_factory",
+    "report_accept_trouble",
+    "reset",
+    "run",
+    "wait_idle",
+    "wait_or_signal",
+]
+
+#: How long asyncio's own accept loop waits after EMFILE and its kin before it tries again
+#: (``asyncio.constants.ACCEPT_RETRY_DELAY``).
+ACCEPT_RETRY_DELAY = 1.0
+_OUT_OF_RESOURCES = "socket.accept() out of system resource"
 
 T = TypeVar("T")
 
@@ -53,6 +70,39 @@ def describe(loop: asyncio.AbstractEventLoop) -> str:
     return name
 
 
+def reset(transport: asyncio.WriteTransport) -> None:
+    """Close ``transport`` with a reset: ``abort()`` alone sends a FIN."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:  # uvloop's pseudo-socket takes setsockopt too
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
+    transport.abort()
+
+
+def report_accept_trouble(loop: asyncio.AbstractEventLoop, sink: Sink) -> None:
+    """Report accept() failing for want of descriptors or memory once per episode, through
+    ``sink``, instead of a traceback per attempt.
+
+    asyncio's selector loop handles it itself: it stops watching the listener and tries
+    again a second later. But it does not stop at the first failure: it logs and schedules
+    that retry once per slot of the backlog, every time (CPython gh-151615), which made
+    30,000 to 57,000 traceback lines a second here. uvloop does not report it at all: libuv
+    accepts and closes what is queued (``uv__emfile_trick``)."""
+    previous = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if context.get("message") == _OUT_OF_RESOURCES and out_of_resources(error):
+            assert error is not None
+            sink.accept_failed(describe_error(error), time.monotonic(), ACCEPT_RETRY_DELAY)
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+
+
 class Signals:
     """SIGINT and SIGTERM, delivered on the loop, counted so a second one can cut short."""
 
@@ -61,6 +111,7 @@ class Signals:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
         for signum in self.SIGNALS:
             loop.add_signal_handler(signum, self._queue.put_nowait, signum)
 
@@ -69,8 +120,28 @@ class Signals:
         return await self._queue.get()
 
     def close(self) -> None:
-        for signum in self.SIGNALS:
+        for signum, handler in self._previous.items():
             self._loop.remove_signal_handler(signum)
+            signal.signal(signum, handler)  # remove_signal_handler() leaves the default
+
+
+async def wait_or_signal(work: Awaitable[T], signals: Signals) -> int | None:
+    """Wait for ``work`` (raising what it raises) and return None, unless SIGINT or SIGTERM
+    comes first: then cancel the work and return the signal's number."""
+    task = asyncio.ensure_future(work)
+    interrupt = asyncio.ensure_future(signals.wait())
+    try:
+        await asyncio.wait({task, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        interrupt.cancel()
+    if task.done():
+        task.result()
+        return None
+    task.cancel()
+    await asyncio.wait({task})  # let it unwind
+    if not task.cancelled():
+        task.exception()  # a gather() ends with our CancelledError set: it is no news
+    return interrupt.result()
 
 
 async def wait_idle(sink: Sink, timeout: float | None, signals: Signals | None = None) -> bool:

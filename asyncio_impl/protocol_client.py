@@ -1,5 +1,6 @@
 """Large-payload client on asyncio's Protocol API: write while the transport accepts,
-stop at ``pause_writing()``, go on at ``resume_writing()``.
+stop at ``pause_writing()``, go on at ``resume_writing()``; then ``write_eof()``, and the
+sink's own close (``eof_received()``, then ``connection_lost()``) is the receipt.
 
 The same client as client.py, one level down: the transport's flow-control callbacks that
 ``drain()`` is built on, used directly. Siblings: client.py (streams), twisted_impl/client.py.
@@ -15,26 +16,34 @@ from typing import cast
 from asyncio_impl import loops
 from asyncio_impl.client import send_all
 from common.accounting import SendAccount
-from common.interface import Progress, SendOptions, SendResult
-from common.payload import TALK_SIZE, Payload
+from common.burst import Burst
+from common.interface import CloseTimeout, Progress, SendOptions, SendResult
+from common.payload import TALK_SIZE, Payload, PayloadError
 
 __all__ = ["PayloadProtocol", "main", "send", "send_one"]
-
-#: Most bytes written in one callback before yielding to the loop, even if never paused.
-BURST_SIZE = 1024 * 1024
 
 # --- connection -------------------------------------------------------------------------
 
 
 class PayloadProtocol(asyncio.Protocol):
-    """Writes a payload as fast as the transport takes it, then closes."""
+    """Writes a payload as fast as the transport takes it, half-closes, and waits at most
+    ``close_timeout`` seconds for the sink to close in turn."""
 
-    def __init__(self, chunks: Iterator[bytes], account: SendAccount, progress: Progress) -> None:
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        account: SendAccount,
+        progress: Progress,
+        close_timeout: float,
+    ) -> None:
         self._chunks = chunks
         self._account = account
         self._progress = progress
+        self._close_timeout = close_timeout
         self._paused = False
         self._finished = False
+        self._give_up: asyncio.TimerHandle | None = None
+        self._failure: Exception | None = None  # why we aborted, if we did
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -54,11 +63,14 @@ class PayloadProtocol(asyncio.Protocol):
         self._loop.call_soon(self._write_more)
 
     def eof_received(self) -> bool:
-        return False  # a sink says nothing; if it closes early, connection_lost reports it
+        return False  # the sink closed after reading everything: let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._give_up is not None:
+            self._give_up.cancel()
         if self.done.done():
             return
+        exc = self._failure or exc
         if exc is not None:
             self._account.buffered = self._transport.get_write_buffer_size()
             self.done.set_exception(exc)
@@ -69,29 +81,42 @@ class PayloadProtocol(asyncio.Protocol):
             self.done.set_result(None)
 
     def _write_more(self) -> None:
-        burst = 0
-        while not self._paused and not self._transport.is_closing():
-            if burst >= BURST_SIZE:
-                # The kernel took it all without pausing us: a reader as fast as we are.
-                # Let the loop run its other callbacks (the ticker) before writing on.
-                self._loop.call_soon(self._write_more)
+        burst = Burst()
+        while not self._paused and not self._transport.is_closing() and not self._finished:
+            try:
+                chunk = next(self._chunks, None)
+            except PayloadError as exc:  # the file changed under us: say so, not "reset"
+                self._abort(exc)
                 return
-            chunk = next(self._chunks, None)
             if chunk is None:
                 self._finished = True
-                self._transport.close()  # sends what the transport still holds, then FIN
+                self._transport.write_eof()  # half-close, once the transport has sent it all
+                self._give_up = self._loop.call_later(self._close_timeout, self._abort_late)
                 return
             self._transport.write(chunk)
             self._account.feed(chunk, time.monotonic())
             self._progress(len(chunk))
-            burst += len(chunk)
+            if burst.add(len(chunk)):
+                # The kernel took it all without pausing us: a reader as fast as we are.
+                # Let the loop run its other callbacks (the ticker) before writing on.
+                self._loop.call_soon(self._write_more)
+                return
+
+    def _abort_late(self) -> None:
+        self._abort(CloseTimeout(self._close_timeout))
+
+    def _abort(self, failure: Exception) -> None:
+        self._failure = failure
+        self._transport.abort()  # connection_lost() follows, with the failure
 
 
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection through a :class:`PayloadProtocol`."""
     chunks = options.payload.chunks(options.chunk_size)
     transport, protocol = await asyncio.get_running_loop().create_connection(
-        lambda: PayloadProtocol(chunks, account, progress), options.host, options.port
+        lambda: PayloadProtocol(chunks, account, progress, options.close_timeout),
+        options.host,
+        options.port,
     )
     try:
         await protocol.done

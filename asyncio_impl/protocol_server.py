@@ -13,14 +13,13 @@ from typing import cast
 
 from asyncio_impl import loops
 from asyncio_impl.server import BACKLOG, serve_until_stopped
+from common.burst import Burst
 from common.events import EOF, ERROR, RESET, Event, describe
 from common.interface import ServeOptions, format_peer
 from common.sink import Connection, Sink
 
 __all__ = ["SinkProtocol", "main", "serve", "start_listening"]
 
-#: Most bytes read before pausing for one loop turn.
-BURST_SIZE = 1024 * 1024
 #: Bytes asyncio may read per recv_into(); its own Protocol read size is 256 KiB too.
 READ_SIZE = 256 * 1024
 
@@ -37,15 +36,15 @@ class SinkProtocol(asyncio.BufferedProtocol):
         self._buffer = buffer
         self._outcome = EOF
         self._connection: Connection | None = None
-        self._since_pause = 0
+        self._burst = Burst()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._loop = asyncio.get_running_loop()
         peer = format_peer(transport.get_extra_info("peername"))
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._connection = self._sink.open(peer, time.monotonic(), self._transport.abort)
-        if self._connection is None:  # --max-connections are open: refused and reported
-            self._transport.abort()
+        if self._connection is None:  # --max-connections are open: reset, and reported
+            loops.reset(self._transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._buffer
@@ -54,11 +53,9 @@ class SinkProtocol(asyncio.BufferedProtocol):
         if self._connection is None:
             return
         self._connection.feed(self._buffer[:nbytes], time.monotonic())
-        self._since_pause += nbytes
-        if self._since_pause >= BURST_SIZE:
+        if self._burst.add(nbytes):
             # uvloop (libuv) reads up to 32 times per readiness event: 8 MiB, 9 ms late ticks
             # (measured). A pause ends that burst; the loop resumes us after one turn.
-            self._since_pause = 0
             self._transport.pause_reading()
             self._loop.call_soon(self._transport.resume_reading)
 
@@ -90,9 +87,10 @@ async def start_listening(sink: Sink, options: ServeOptions) -> asyncio.Server:
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
-    """Run the sink on the loop that ``options.loop`` names until a signal stops it."""
-    loops.run(serve_until_stopped(options, emit, start_listening), options.loop)
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+    """Run the sink on the loop that ``options.loop`` names until a signal stops it; return
+    that signal."""
+    return loops.run(serve_until_stopped(options, emit, start_listening), options.loop)
 
 
 async def main() -> None:

@@ -45,8 +45,8 @@ async def handle_connection(
     peer = format_peer(writer.get_extra_info("peername"))
     # Streams have no abort of their own: the transport's abort() closes at once (FIN, not RST).
     connection = sink.open(peer, time.monotonic(), writer.transport.abort)
-    if connection is None:  # --max-connections are open: refused and reported
-        writer.transport.abort()
+    if connection is None:  # --max-connections are open: reset, and reported
+        loops.reset(writer.transport)
         return
     outcome = EOF
     try:
@@ -83,19 +83,20 @@ async def serve_until_stopped(
     options: ServeOptions,
     emit: Callable[[Event], None],
     start: StartServer = start_listening,
-) -> None:
+) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
-    ``options.grace`` seconds, abort the rest, and report the totals."""
+    ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
     loop = asyncio.get_running_loop()
     delay = LoopDelay()
     sink = options.sink(delay, emit)
+    loops.report_accept_trouble(loop, sink)
     stop_ticker = start_ticker(loop, delay, sink.expire)
     signals = loops.Signals(loop)
     try:
         server = await start(sink, options)
         port = server.sockets[0].getsockname()[1]
         emit(options.listening(port, loops.describe(loop)))
-        await signals.wait()
+        stopped_by = await signals.wait()
         server.close()  # stop accepting; connections already accepted carry on
         if not await loops.wait_idle(sink, options.grace, signals):
             sink.abort_all()
@@ -106,14 +107,16 @@ async def serve_until_stopped(
         stop_ticker()
         signals.close()
     emit(sink.stopped())
+    return stopped_by
 
 
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
-    """Run the sink on the loop that ``options.loop`` names until a signal stops it."""
-    loops.run(serve_until_stopped(options, emit), options.loop)
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+    """Run the sink on the loop that ``options.loop`` names until a signal stops it; return
+    that signal."""
+    return loops.run(serve_until_stopped(options, emit), options.loop)
 
 
 async def main() -> None:

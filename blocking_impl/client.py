@@ -1,6 +1,7 @@
 """Large-payload client on blocking sockets: one thread per connection, each calling
-``sendall(chunk)``, which returns once the kernel has taken the whole chunk. The main thread
-ticks meanwhile. Siblings: selectors_impl/client.py, asyncio_impl/client.py.
+``sendall(chunk)``, which returns once the kernel has taken the whole chunk, then
+``shutdown(SHUT_WR)`` and a ``recv`` that returns b"" when the sink closes: the receipt. The
+main thread ticks meanwhile. Siblings: selectors_impl/client.py, asyncio_impl/client.py.
 """
 
 from __future__ import annotations
@@ -10,11 +11,19 @@ import socket
 import threading
 import time
 
+from blocking_impl import loops
 from blocking_impl.ticker import Ticker
 from common.accounting import SendAccount
-from common.interface import Progress, SendFailed, SendOptions, SendResult, describe_error
+from common.interface import (
+    CloseTimeout,
+    Progress,
+    SendFailed,
+    SendOptions,
+    SendResult,
+    describe_error,
+)
 from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload
+from common.payload import TALK_SIZE, Payload, PayloadError
 
 __all__ = ["main", "send", "send_all", "send_one"]
 
@@ -33,7 +42,14 @@ def send_one(
             sock.sendall(chunk)
             account.feed(chunk, time.monotonic())
             progress(len(chunk))
-    # Leaving the block closes the socket: the kernel still sends what it holds, then FIN.
+        sock.shutdown(socket.SHUT_WR)  # half-close: the kernel sends FIN after our bytes
+        # The sink closes only after reading our EOF: its close is the receipt.
+        sock.settimeout(options.close_timeout)
+        try:
+            while sock.recv(64 * 1024):  # a sink says nothing; whatever comes is dropped
+                pass
+        except TimeoutError:
+            raise CloseTimeout(options.close_timeout) from None
     account.end(time.monotonic())
 
 
@@ -51,21 +67,29 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
     def run(account: SendAccount) -> None:
         try:
             send_one(options, account, progress, sockets)
-        except OSError as exc:
+        except (OSError, PayloadError) as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in accounts]
     ticker = Ticker(delay, lock)
-    for thread in threads:
-        thread.start()
-    ticker.run_until(lambda: bool(failures) or not any(t.is_alive() for t in threads))
-    if failures:
+    signals = loops.Signals()
+    try:
+        for thread in threads:
+            thread.start()
+        ticker.run_until(
+            lambda: bool(failures or signals.arrived) or not any(t.is_alive() for t in threads)
+        )
+    finally:
+        signals.close()
+    if failures or signals.arrived:
         for sock in list(sockets):  # stop the others: their sendall() fails at once
             with contextlib.suppress(OSError):  # it may have finished already
                 sock.shutdown(socket.SHUT_RDWR)
         for thread in threads:
             thread.join()
         went_out = sum(account.handed_to_kernel for account in accounts)
+        if signals.arrived:
+            raise SendFailed.interrupted(signals.arrived[0], went_out)
         raise SendFailed(describe_error(failures[0]), went_out)
     ticker.stop()
     with lock:

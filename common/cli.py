@@ -1,18 +1,25 @@
 """The ``nbio`` command: ``impls``, ``serve`` and ``send``, dispatched through the registry.
 
 Bad input exits 2 with one line on stderr; a transfer that fails exits 1 with one line that
-says how many bytes went out. Neither ever prints a traceback.
+says how many bytes went out. Neither ever prints a traceback. SIGINT and SIGTERM end any
+command cleanly at any moment: a server stops gracefully once it listens (exit 0 after
+SIGTERM, 130 after SIGINT), a client says how many bytes went out, and before either is
+running the process exits 130 (SIGINT) or 143 (SIGTERM) with one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import io
 import json
 import os
 import random
+import re
+import signal
 import socket
 import sys
 import time
@@ -22,8 +29,18 @@ from typing import NoReturn
 
 from common import bench, compare, registry, report, usage
 from common.accounting import DIGESTS
-from common.events import Error, Event, Listening, Sent, Stopped, describe, to_json
+from common.events import (
+    AcceptPaused,
+    Error,
+    Event,
+    Listening,
+    Sent,
+    Stopped,
+    describe,
+    to_json,
+)
 from common.interface import (
+    CLOSE_TIMEOUT,
     DEFAULT_GRACE,
     DEFAULT_HOST,
     DEFAULT_MAX_CONNECTIONS,
@@ -33,6 +50,7 @@ from common.interface import (
     SendOptions,
     ServeOptions,
     describe_error,
+    signal_name,
 )
 from common.payload import DEFAULT_CHUNK_SIZE, PATTERNS, TALK_SIZE, Payload, PayloadError
 from common.sizes import SizeError, human_size, parse_size
@@ -46,6 +64,19 @@ MAX_CHUNK_SIZE = 64 * 1024 * 1024
 
 class UsageError(Exception):
     """Bad input found after parsing; exit 2 with this one line."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (its number is ``args[0]``) arrived before the implementation took
+    signals over. A KeyboardInterrupt, so that asyncio lets it through its callbacks."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+class StdoutGone(OSError):
+    """Standard output cannot be written (a closed pipe, a full disk)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,6 +96,13 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _whole(text: str) -> int:
+    """A whole number in ASCII digits: int() alone takes "1_000" and "٣"."""
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(text)
+
+
 def _bounded(name: str, low: int, high: int, parse: Callable[[str], int]) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
@@ -78,14 +116,15 @@ def _bounded(name: str, low: int, high: int, parse: Callable[[str], int]) -> Cal
     return convert
 
 
+_SECONDS = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+
+
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value < float("inf"):
+    if text.startswith("-") and _SECONDS.fullmatch(text[1:]):
         raise argparse.ArgumentTypeError(f"seconds must be 0 or more: {text!r}")
-    return value
+    if not _SECONDS.fullmatch(text):  # float() would take "1_0", "inf" and "٣"
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return float(text)
 
 
 def _positive_seconds(text: str) -> float:
@@ -95,7 +134,8 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-_port = _bounded("port", 0, 65535, int)
+_port = _bounded("port", 0, 65535, _whole)  # 0: a free port, for a server
+_peer_port = _bounded("port", 1, 65535, _whole)  # a client cannot connect to port 0
 
 
 def _knob(text: str) -> tuple[str, int]:
@@ -133,7 +173,7 @@ def build_parser() -> Parser:
     impls.add_argument("--json", action="store_true", help="print one JSON list")
 
     serve = commands.add_parser("serve", help="run a sink server until SIGINT or SIGTERM")
-    _common_arguments(serve)
+    _common_arguments(serve, _port, "0 takes a free port")
     serve.add_argument(
         "--grace",
         type=_seconds,
@@ -148,13 +188,13 @@ def build_parser() -> Parser:
     )
     serve.add_argument(
         "--max-connections",
-        type=_bounded("max connections", 1, MAX_CONNECTIONS, int),
+        type=_bounded("max connections", 1, MAX_CONNECTIONS, _whole),
         default=DEFAULT_MAX_CONNECTIONS,
         help="refuse connections beyond this many open (default %(default)s)",
     )
 
     send = commands.add_parser("send", help="stream a payload to a sink")
-    _common_arguments(send)
+    _common_arguments(send, _peer_port, "the sink's")
     send.add_argument(
         "--size",
         type=_size,
@@ -168,12 +208,15 @@ def build_parser() -> Parser:
         help="what to send (default: the talk's foobar\\n)",
     )
     send.add_argument(
-        "--seed", type=_bounded("seed", 0, 2**63, int), default=0, help="seed of the random pattern"
+        "--seed",
+        type=_bounded("seed", 0, 2**63, _whole),
+        default=0,
+        help="seed of the random pattern",
     )
     send.add_argument("--file", default=None, help="send this file's bytes instead of a pattern")
     send.add_argument(
         "--connections",
-        type=_bounded("connections", 1, MAX_CONNECTIONS, int),
+        type=_bounded("connections", 1, MAX_CONNECTIONS, _whole),
         default=1,
         help="concurrent connections, each sending --size bytes",
     )
@@ -182,6 +225,13 @@ def build_parser() -> Parser:
         type=_bounded("chunk size", 1, MAX_CHUNK_SIZE, parse_size),
         default=DEFAULT_CHUNK_SIZE,
         help="bytes per write (default 256KiB)",
+    )
+    send.add_argument(
+        "--close-timeout",
+        type=_positive_seconds,
+        default=CLOSE_TIMEOUT,
+        help="seconds to wait, after the last byte, for the sink to close in turn: the "
+        "receipt that it has everything (default %(default)s)",
     )
     demo = commands.add_parser(
         "demo", help="run a sink and a client as two processes and print the throughput"
@@ -205,7 +255,7 @@ def build_parser() -> Parser:
     )
     compare_.add_argument(
         "--repeat",
-        type=_bounded("repeat", 1, 100, int),
+        type=_bounded("repeat", 1, 100, _whole),
         default=3,
         help="runs per row (default 3); rows report medians",
     )
@@ -217,7 +267,7 @@ def build_parser() -> Parser:
     )
     compare_.add_argument(
         "--connections",
-        type=_bounded("connections", 1, MAX_CONNECTIONS, int),
+        type=_bounded("connections", 1, MAX_CONNECTIONS, _whole),
         default=1,
         help="concurrent connections per run, each --size bytes",
     )
@@ -240,7 +290,7 @@ def build_parser() -> Parser:
     )
     compare_.add_argument(
         "--seed",
-        type=_bounded("seed", 0, 2**32 - 1, int),
+        type=_bounded("seed", 0, 2**32 - 1, _whole),
         default=None,
         help="seed of the shuffled order (default: a fresh one, printed with the report)",
     )
@@ -275,7 +325,7 @@ def _output_arguments(parser: Parser) -> None:
     )
 
 
-def _common_arguments(parser: Parser) -> None:
+def _common_arguments(parser: Parser, port: Callable[[str], int], port_help: str) -> None:
     parser.add_argument(
         "--impl",
         default=DEFAULT_IMPL,
@@ -284,7 +334,7 @@ def _common_arguments(parser: Parser) -> None:
     parser.add_argument("--loop", default="default", help="loop or reactor (default: default)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="default %(default)s")
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help="default %(default)s; 0 takes a free port"
+        "--port", type=port, default=DEFAULT_PORT, help=f"default %(default)s; {port_help}"
     )
     parser.add_argument(
         "--digest", choices=DIGESTS, default="none", help="hash what passes (default none)"
@@ -355,11 +405,44 @@ def _payload(args: argparse.Namespace) -> Payload:
 # --- output -----------------------------------------------------------------------------
 
 
+def _out(text: str) -> None:
+    """Print a line to stdout now, or raise :class:`StdoutGone`."""
+    try:
+        print(text, flush=True)
+    except OSError as exc:
+        # What was not written would fail again at exit: send the rest to /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise StdoutGone(exc.errno, f"cannot write to stdout: {describe_error(exc)}") from None
+
+
 def _printer(as_json: bool) -> Callable[[Event], None]:
     def emit(event: Event) -> None:
-        print(to_json(event) if as_json else describe(event), flush=True)
+        if isinstance(event, AcceptPaused) and not as_json:
+            _say(f"nbio serve: {describe(event)}")
+            return
+        _out(to_json(event) if as_json else describe(event))
 
     return emit
+
+
+def _stop_when_stdout_goes(emit: Callable[[Event], None]) -> Callable[[Event], None]:
+    """A server whose stdout went away (``nbio serve --json | head -1``) says so once on
+    stderr and stops as SIGTERM would stop it; nothing more is printed."""
+    gone = [False]
+
+    def emit_or_stop(event: Event) -> None:
+        if gone[0]:
+            return
+        try:
+            emit(event)
+        except StdoutGone as exc:
+            gone[0] = True
+            _say(f"nbio serve: {exc.strerror}: stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return emit_or_stop
 
 
 def _with_usage(emit: Callable[[Event], None]) -> Callable[[Event], None]:
@@ -434,16 +517,16 @@ def _loop_text(entry: registry.Entry, name: str) -> str:
 def run_impls(args: argparse.Namespace) -> int:
     available = registry.available()
     if args.json:
-        print(json.dumps([entry.to_json() for entry in available]))
+        _out(json.dumps([entry.to_json() for entry in available]))
         return 0
     for entry in registry.ENTRIES:
         if entry in available:
-            print(
+            _out(
                 f"{entry.name:<20} {entry.framework:<10} {entry.variant:<10} "
                 f"loops: {', '.join(_loop_text(entry, name) for name in entry.available_loops())}"
             )
         else:
-            print(f"{entry.name:<20} not installed: pip install 'nbio[{entry.extra}]'")
+            _out(f"{entry.name:<20} not installed: pip install 'nbio[{entry.extra}]'")
     return 0
 
 
@@ -469,14 +552,13 @@ def run_serve(args: argparse.Namespace) -> int:
     implementation = registry.load(entry)
     _apply_tune(args.tune)
     try:
-        implementation.serve(options, _with_usage(_printer(args.json)))
-    except OSError as exc:
-        print(
-            f"nbio serve: error: cannot listen on {args.host}:{args.port}: {describe_error(exc)}",
-            file=sys.stderr,
+        stopped_by = implementation.serve(
+            options, _with_usage(_stop_when_stdout_goes(_printer(args.json)))
         )
+    except OSError as exc:
+        _say(f"nbio serve: error: cannot listen on {args.host}:{args.port}: {describe_error(exc)}")
         return 1
-    return 0
+    return 130 if stopped_by == signal.SIGINT else 0
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -498,6 +580,7 @@ def run_send(args: argparse.Namespace) -> int:
         connections=args.connections,
         digest=args.digest,
         chunk_size=args.chunk_size,
+        close_timeout=args.close_timeout,
     )
     implementation = registry.load(entry)
     _apply_tune(args.tune)
@@ -516,59 +599,61 @@ def run_send(args: argparse.Namespace) -> int:
 
             result = implementation.send(options, progress)
     except SendFailed as exc:
-        error = Error(message=exc.message, bytes=exc.bytes_sent)
+        _say(f"nbio send: error: {exc.message} ({exc.bytes_sent} bytes sent)")
         if args.json:
-            emit(error)
-        print(f"nbio send: error: {exc.message} ({exc.bytes_sent} bytes sent)", file=sys.stderr)
-        return 1
-    emit(
-        Sent(
-            bytes=result.bytes,
-            sha256=result.sha256,
-            seconds=result.seconds,
-            connections=result.connections,
-            loop_delay=result.loop_delay,
-            digest=options.digest,
-            chunk_size=options.chunk_size,
-            chunks=chunks,
-            tune=dict(args.tune),
-            first_byte_at=result.first_byte_at,
-            ended_at=result.ended_at,
-            cpu_s=result.cpu_s,
-            waits=result.waits,
-            rss_kib=rss_kib,
-            peak_rss_kib=usage.peak_rss_kib(),
-        )
+            with contextlib.suppress(StdoutGone):  # the line on stderr said it already
+                emit(Error(message=exc.message, bytes=exc.bytes_sent))
+        return 128 + exc.signal if exc.signal else 1
+    sent = Sent(
+        bytes=result.bytes,
+        sha256=result.sha256,
+        seconds=result.seconds,
+        connections=result.connections,
+        loop_delay=result.loop_delay,
+        digest=options.digest,
+        chunk_size=options.chunk_size,
+        chunks=chunks,
+        tune=dict(args.tune),
+        first_byte_at=result.first_byte_at,
+        ended_at=result.ended_at,
+        cpu_s=result.cpu_s,
+        waits=result.waits,
+        rss_kib=rss_kib,
+        peak_rss_kib=usage.peak_rss_kib(),
     )
+    try:
+        emit(sent)
+    except StdoutGone as exc:
+        _say(f"nbio send: error: {exc.strerror} (the transfer completed: {sent.bytes} bytes sent)")
+        return 1
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
     entry = _entry(args)
     target = bench.Target(entry.name, args.loop)
-    print(
+    _out(
         f"{entry.name} ({args.loop} loop): sink server and client in two processes, "
         f"sending {args.size} bytes ({human_size(args.size)}) of foobar over 127.0.0.1, "
-        "sha256 on both sides",
-        flush=True,
+        "sha256 on both sides"
     )
     try:
         transfer = bench.run_transfer(target, target, bench.Settings(args.size, digest="sha256"))
     except bench.TransferFailed as exc:
-        print(f"nbio demo: error: {exc}", file=sys.stderr)
+        _say(f"nbio demo: error: {exc}")
         return 1
     sent, (received,) = transfer.sent, transfer.received
-    print(
+    _out(
         f"server received {received['bytes']} bytes in {received['seconds']:.3f} s: "
         f"{transfer.server_mb_per_s:.1f} MB/s (first byte to EOF, hashing included), "
         "sha256 matches"
     )
     delay = report.Delay.of([sent])
-    print(
+    _out(
         f"client: CPU {sent['cpu_s']:.2f} s, peak RSS {sent['peak_rss_kib'] / 1024:.1f} MiB; "
         f"loop delay p50/p99/max (ticks of its 10 ms ticker) {delay.text()} ms"
     )
-    print("timing without the digest, repeated and side by side: nbio compare")
+    _out("timing without the digest, repeated and side by side: nbio compare")
     return 0
 
 
@@ -621,10 +706,7 @@ def run_compare(args: argparse.Namespace) -> int:
     failed = [r.target.id for r in measured.rows if r.error]
     failed += [f"{c.client} to {c.server}" for c in measured.matrix if c.transfer is None]
     if failed:
-        print(
-            f"nbio compare: error: {len(failed)} row(s) failed: {', '.join(failed)}",
-            file=sys.stderr,
-        )
+        _say(f"nbio compare: error: {len(failed)} row(s) failed: {', '.join(failed)}")
     return 1 if failed else 0
 
 
@@ -662,23 +744,25 @@ def _check_variant(variant: bench.Target) -> None:
 
 def _render(measured: compare.Report, args: argparse.Namespace) -> None:
     if args.json:
-        print(measured.to_json(report.figures))
+        _out(measured.to_json(report.figures))
     elif args.markdown:
-        print(report.to_markdown(measured), end="")
+        _out(report.to_markdown(measured).rstrip("\n"))
     else:
-        _print_table(measured)
+        _out(_table(measured))
     if args.plot is not None:
         from common.plot import plot
 
         plot(measured, args.plot)
 
 
-def _print_table(measured: compare.Report) -> None:
-    """The report as a table in the terminal (wide enough even when piped)."""
+def _table(measured: compare.Report) -> str:
+    """The report as a table for the terminal (wide enough even when piped)."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console() if sys.stdout.isatty() else Console(width=240)
+    text = io.StringIO()
+    width = os.get_terminal_size().columns if sys.stdout.isatty() else 240
+    console = Console(file=text, width=width, force_terminal=sys.stdout.isatty())
     console.print(report.describe_run(measured), highlight=False)
     rows = report.reduce(measured)
     if rows:
@@ -690,6 +774,7 @@ def _print_table(measured: compare.Report) -> None:
         console.print(table)
     if measured.matrix:
         console.print(report.matrix_markdown(measured), highlight=False)
+    return text.getvalue().rstrip("\n")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -702,18 +787,34 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _say(line: str) -> None:
+    """One line on stderr, if stderr can still take it."""
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nbio``; return the exit status."""
-    args = build_parser().parse_args(argv)
+    # From here until an implementation takes them over, SIGINT and SIGTERM end us cleanly.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = f"nbio {words[0]}" if words and words[0] in COMMANDS else "nbio"
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(f"nbio {args.command}: error: {exc}", file=sys.stderr)
+        _say(f"{command}: error: {exc}")
         return 2
+    except StdoutGone as exc:
+        _say(f"{command}: error: {exc.strerror}")
+        return 1
+    except Interrupted as exc:
+        signum = exc.args[0]
+        _say(f"{command}: stopped by {signal_name(signum)}")
+        return 128 + signum
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 1  # stdout went away (nbio ... | head): nothing more to say
 
 
 if __name__ == "__main__":

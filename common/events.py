@@ -16,8 +16,11 @@ __all__ = [
     "ABORTED",
     "EOF",
     "ERROR",
+    "MAX_CONNECTIONS",
     "RESET",
     "TIMEOUT",
+    "AcceptPaused",
+    "AcceptResumed",
     "Error",
     "Event",
     "Listening",
@@ -35,6 +38,9 @@ RESET = "reset"  # the client reset the connection (RST)
 TIMEOUT = "timeout"  # the client sent nothing for too long
 ABORTED = "aborted"  # the server shut down before the client finished
 ERROR = "error"  # any other socket error
+
+# Why a connection was rejected.
+MAX_CONNECTIONS = "max connections"  # --max-connections were open
 
 
 def _rate(count: int, seconds: float) -> str:
@@ -97,14 +103,45 @@ class Received:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A connection was closed at once: ``--max-connections`` (``open``) were already open."""
+    """A connection was closed at once, with a reset: ``reason`` says why (``--max-connections``
+    were already open, or the process could not take it: no descriptor, no thread)."""
 
     event: ClassVar[str] = "rejected"
     peer: str
     open: int
+    reason: str = MAX_CONNECTIONS
 
     def text(self) -> str:
-        return f"{self.peer}: rejected, {self.open} connections already open"
+        return f"{self.peer}: rejected ({self.reason}), {self.open} connections open"
+
+
+@dataclass(frozen=True)
+class AcceptPaused:
+    """The server could not accept (out of descriptors, memory or threads) and stopped
+    trying for ``retry_in`` seconds; said once per episode, however often it fails."""
+
+    event: ClassVar[str] = "accept_paused"
+    reason: str
+    open: int
+    retry_in: float
+
+    def text(self) -> str:
+        return (
+            f"accepting paused: {self.reason} with {self.open} connections open; "
+            f"retrying in {self.retry_in:g} s"
+        )
+
+
+@dataclass(frozen=True)
+class AcceptResumed:
+    """The server accepted a connection again after an :class:`AcceptPaused` episode."""
+
+    event: ClassVar[str] = "accept_resumed"
+    paused_s: float
+    failures: int  # accept attempts that failed in the episode
+
+    def text(self) -> str:
+        return f"accepting again after {self.paused_s:.1f} s ({self.failures} failed attempts)"
 
 
 @dataclass(frozen=True)
@@ -179,7 +216,7 @@ class Error:
         return f"error: {self.message} ({self.bytes} bytes sent)"
 
 
-Event = Listening | Received | Rejected | Stopped | Sent | Error
+Event = Listening | Received | Rejected | AcceptPaused | AcceptResumed | Stopped | Sent | Error
 
 
 def to_json(event: Event) -> str:

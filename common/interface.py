@@ -7,7 +7,9 @@ An implementation is a server module with ``serve`` and a client module with ``s
 from __future__ import annotations
 
 import errno
+import signal
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +22,14 @@ from common.payload import DEFAULT_CHUNK_SIZE, Payload
 from common.sink import Sink
 
 __all__ = [
+    "CLOSE_TIMEOUT",
     "DEFAULT_GRACE",
     "DEFAULT_HOST",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PORT",
+    "RESET_LINGER",
     "Client",
+    "CloseTimeout",
     "Emit",
     "Implementation",
     "Progress",
@@ -35,6 +40,7 @@ __all__ = [
     "Server",
     "describe_error",
     "format_peer",
+    "signal_name",
 ]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -43,6 +49,13 @@ DEFAULT_PORT = 1234
 DEFAULT_GRACE = 5.0
 #: Connections a server holds at once before it refuses more.
 DEFAULT_MAX_CONNECTIONS = 4096
+#: Seconds a client waits, after its last byte and its half-close, for the sink to close in
+#: turn (which a sink does only once it has read everything, up to the EOF): until then a
+#: transfer is not ``sent``.
+CLOSE_TIMEOUT = 30.0
+#: ``SO_LINGER`` on, 0 s: ``close()`` then sends a reset, not a FIN. Servers reject with it,
+#: so a refused client fails however little it sent.
+RESET_LINGER = struct.pack("ii", 1, 0)
 
 Emit = Callable[[Event], None]
 Progress = Callable[[int], None]
@@ -84,6 +97,7 @@ class SendOptions:
     connections: int = 1
     digest: str = "none"
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    close_timeout: float = CLOSE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -133,21 +147,42 @@ class SendResult:
         )
 
 
-class SendFailed(Exception):
-    """A transfer failed; ``bytes_sent`` went out to the kernel before it did."""
+class CloseTimeout(TimeoutError):
+    """The sink did not close within ``close_timeout`` of the last byte: it may not have
+    every byte (it was never accepted, or it stalled)."""
 
-    def __init__(self, message: str, bytes_sent: int) -> None:
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no close from the sink within {seconds:g} s of the last byte")
+
+
+class SendFailed(Exception):
+    """A transfer failed; ``bytes_sent`` went out to the kernel before it did. ``signal``
+    is the signal that interrupted it, if one did."""
+
+    def __init__(self, message: str, bytes_sent: int, signal: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.bytes_sent = bytes_sent
+        self.signal = signal
+
+    @classmethod
+    def interrupted(cls, signum: int, bytes_sent: int) -> SendFailed:
+        """The transfer was stopped by SIGINT or SIGTERM."""
+        return cls(f"interrupted by {signal_name(signum)}", bytes_sent, signum)
+
+
+def signal_name(signum: int) -> str:
+    """``SIGINT``, ``SIGTERM``."""
+    return signal.Signals(signum).name
 
 
 @runtime_checkable
 class Server(Protocol):
     """A sink server: listens, counts every byte until EOF, reports each connection."""
 
-    def serve(self, options: ServeOptions, emit: Emit) -> None:
-        """Serve until SIGINT or SIGTERM, emitting ``listening``, ``received``, ``stopped``.
+    def serve(self, options: ServeOptions, emit: Emit) -> int:
+        """Serve until SIGINT or SIGTERM, emitting ``listening``, ``received``, ``stopped``;
+        return the number of the signal that stopped it.
 
         Raises OSError if it cannot listen.
         """
@@ -178,6 +213,8 @@ def describe_error(exc: BaseException) -> str:
         return "connection reset by peer"
     if isinstance(exc, BrokenPipeError):
         return "connection closed by peer (broken pipe)"
+    if isinstance(exc, CloseTimeout):
+        return str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, OSError) and exc.errno is not None:

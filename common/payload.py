@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -40,6 +41,16 @@ class PayloadError(ValueError):
     """A payload that cannot be produced; the message says why, in one line."""
 
 
+#: What a path is, when it is not a regular file: it cannot be a payload.
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
 @dataclass(frozen=True)
 class Payload:
     """``size`` bytes of ``pattern`` (or of the file at ``path``), produced chunk by chunk."""
@@ -57,16 +68,23 @@ class Payload:
 
     @classmethod
     def from_file(cls, path: str) -> Payload:
-        """Return the payload of a whole file; raise :class:`PayloadError` if it is unreadable."""
+        """Return the payload of a whole regular file; raise :class:`PayloadError` if it is
+        unreadable, not a regular file (checked before it is opened: opening a FIFO waits for
+        a writer), or says it is empty while it is not (the files of /proc)."""
         try:
-            with open(path, "rb"):
-                pass
-            size = os.path.getsize(path)
+            info = os.stat(path)
+            kind = next((name for test, name in _KINDS if test(info.st_mode)), None)
+            if kind is not None or not stat.S_ISREG(info.st_mode):
+                raise PayloadError(f"not a regular file: {path!r} is {kind or 'something else'}")
+            with open(path, "rb") as file:
+                if info.st_size == 0 and file.read(1):
+                    raise PayloadError(
+                        f"{path!r} says it is empty but is not (a file of /proc?): its size "
+                        "cannot be known before it is read"
+                    )
         except OSError as exc:
             raise PayloadError(f"cannot read {path!r}: {exc.strerror or exc}") from None
-        if not os.path.isfile(path):
-            raise PayloadError(f"not a regular file: {path!r}")
-        return cls(size=size, pattern="file", path=path)
+        return cls(size=info.st_size, pattern="file", path=path)
 
     def chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the payload in chunks of ``chunk_size`` bytes (the last may be shorter)."""
@@ -94,15 +112,22 @@ class Payload:
         return digest.hexdigest()
 
     def _file_chunks(self, chunk_size: int) -> Iterator[bytes]:
+        """The file's bytes; it must still have exactly the size it had when the payload was
+        made, or the transfer fails naming it (a file that grew would be sent cut short)."""
         assert self.path is not None
         left = self.size
-        with open(self.path, "rb") as file:
-            while left:
-                chunk = file.read(min(chunk_size, left))
-                if not chunk:
-                    raise PayloadError(f"{self.path!r} shrank while it was being sent")
-                left -= len(chunk)
-                yield chunk
+        try:
+            with open(self.path, "rb") as file:
+                while left:
+                    chunk = file.read(min(chunk_size, left))
+                    if not chunk:
+                        raise PayloadError(f"{self.path!r} shrank while it was being sent")
+                    left -= len(chunk)
+                    yield chunk
+                if file.read(1):
+                    raise PayloadError(f"{self.path!r} grew while it was being sent")
+        except OSError as exc:
+            raise PayloadError(f"cannot read {self.path!r}: {exc.strerror or exc}") from None
 
 
 def _cycle(period: bytes, size: int, chunk_size: int) -> Iterator[bytes]:

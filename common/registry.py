@@ -197,8 +197,8 @@ class _Loaded:
     _server: Server
     _client: Client
 
-    def serve(self, options: ServeOptions, emit: Emit) -> None:
-        self._server.serve(options, emit)
+    def serve(self, options: ServeOptions, emit: Emit) -> int:
+        return self._server.serve(options, emit)
 
     def send(self, options: SendOptions, progress: Progress) -> SendResult:
         return self._client.send(options, progress)

@@ -2,22 +2,56 @@
 accounting, the loop delay each one saw, and the totals it reports when it stops.
 
 A framework's server calls :meth:`Sink.open` when a connection arrives (``None`` means
-refuse it: ``--max-connections`` are open), :meth:`Connection.feed` for each read and
-:meth:`Sink.close` when it ends; its ticker calls :meth:`Sink.expire`, which aborts the
-connections idle for longer than ``--idle-timeout``. Shutdown is :meth:`Sink.when_idle`
+refuse it, with a reset: ``--max-connections`` are open), :meth:`Connection.feed` for each
+read and :meth:`Sink.close` when it ends; its ticker calls :meth:`Sink.expire`, which aborts
+the connections idle for longer than ``--idle-timeout``. Shutdown is :meth:`Sink.when_idle`
 (wait out the grace period) then :meth:`Sink.abort_all`.
+
+When ``accept()`` fails for want of resources (descriptors, memory, a thread), the server
+calls :meth:`Sink.accept_failed`, stops accepting for the delay it returns, and tries again:
+the first failure of an episode is reported (``accept_paused``), the delay doubles from
+0.1 s to 1 s, and the next connection opened ends the episode (``accept_resumed``). A
+connection the framework accepted but could not keep is reported with :meth:`Sink.reject`.
 """
 
 from __future__ import annotations
 
+import errno
 from collections import Counter
 from collections.abc import Callable
 
 from common.accounting import Buffer, ByteAccount
-from common.events import ABORTED, TIMEOUT, Event, Received, Rejected, Stopped
+from common.events import (
+    ABORTED,
+    MAX_CONNECTIONS,
+    TIMEOUT,
+    AcceptPaused,
+    AcceptResumed,
+    Event,
+    Received,
+    Rejected,
+    Stopped,
+)
 from common.loopdelay import LoopDelay
 
-__all__ = ["Connection", "Sink"]
+__all__ = [
+    "ACCEPT_RETRY_FIRST",
+    "ACCEPT_RETRY_MOST",
+    "Connection",
+    "Sink",
+    "out_of_resources",
+]
+
+#: The first pause of an episode of failed accepts, and the longest (it doubles between).
+ACCEPT_RETRY_FIRST = 0.1
+ACCEPT_RETRY_MOST = 1.0
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def out_of_resources(exc: BaseException | None) -> bool:
+    """Whether ``accept()`` failed for want of descriptors or memory: a reason to pause
+    accepting and try again, never to stop serving."""
+    return isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS
 
 
 class Connection:
@@ -70,6 +104,9 @@ class Sink:
         self._rejected = 0
         self._idle: list[Callable[[], None]] = []
         self._next_scan = 0.0
+        self._paused_at: float | None = None  # start of an episode of failed accepts
+        self._retry = ACCEPT_RETRY_FIRST
+        self._failures = 0
 
     @property
     def live(self) -> int:
@@ -78,14 +115,38 @@ class Sink:
 
     def open(self, peer: str, now: float, abort: Callable[[], None]) -> Connection | None:
         """Start accounting a new connection; ``abort`` closes it at once if asked. Return
-        None if ``max_connections`` are open: the caller closes it, and it is reported."""
+        None if ``max_connections`` are open: the caller resets it, and it is reported."""
+        if self._paused_at is not None:
+            self._emit(AcceptResumed(paused_s=now - self._paused_at, failures=self._failures))
+            self._paused_at, self._retry, self._failures = None, ACCEPT_RETRY_FIRST, 0
         if self.max_connections is not None and len(self._live) >= self.max_connections:
-            self._rejected += 1
-            self._emit(Rejected(peer=peer, open=len(self._live)))
+            self.reject(peer, MAX_CONNECTIONS)
             return None
         connection = Connection(peer, self.digest, self.delay.mark(), abort, now)
         self._live[connection] = None
         return connection
+
+    def reject(self, peer: str, reason: str) -> None:
+        """Report a connection closed at once, with a reset, for ``reason``."""
+        self._rejected += 1
+        self._emit(Rejected(peer=peer, open=len(self._live), reason=reason))
+
+    def accept_failed(self, reason: str, now: float, retry_in: float | None = None) -> float:
+        """``accept()`` failed for ``reason`` (out of descriptors, memory or threads): return
+        how long to stop accepting before trying again (``retry_in`` if the framework
+        decides it). The first failure of an episode is reported, the others counted."""
+        self._failures += 1
+        delay = self._retry if retry_in is None else retry_in
+        if self._paused_at is None:
+            self._paused_at = now
+            self._emit(AcceptPaused(reason=reason, open=len(self._live), retry_in=delay))
+        self._retry = min(ACCEPT_RETRY_MOST, self._retry * 2)
+        return delay
+
+    @property
+    def accepting(self) -> bool:
+        """False while an episode of failed accepts lasts."""
+        return self._paused_at is None
 
     def close(self, connection: Connection, outcome: str, now: float) -> Received:
         """Finish a connection's accounting, report it, and return the report."""

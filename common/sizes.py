@@ -21,7 +21,8 @@ _UNITS = {
     "tib": 1024**4,
 }
 _IEC = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
-_PATTERN = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[A-Za-z]*)\s*$")
+# ASCII digits only: \d would take ٣ or ३ too, which nobody types for a size.
+_PATTERN = re.compile(r"^ *(?P<number>[0-9]+(?:\.[0-9]+)?) *(?P<unit>[A-Za-z]*) *$")
 
 #: Large enough for "several GiB" many times over, small enough to catch a typo.
 MAX_SIZE = 1024**5

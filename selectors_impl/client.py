@@ -1,7 +1,8 @@
 """Large-payload client on our own selectors loop: the talk's client done properly.
 
 A non-blocking ``send`` may take part of a chunk (a partial send) or nothing (EAGAIN); then
-the task waits until the socket is writable, in ``select()``, instead of spinning.
+the task waits until the socket is writable, in ``select()``, instead of spinning. After the
+last byte, ``shutdown(SHUT_WR)`` half-closes, and the sink's own close is the receipt.
 Siblings: asyncio_impl/client.py, twisted_impl/client.py, tornado_impl/client.py.
 """
 
@@ -11,14 +12,29 @@ import errno
 import socket
 
 from common.accounting import SendAccount
-from common.interface import Progress, SendFailed, SendOptions, SendResult, describe_error
+from common.interface import (
+    CloseTimeout,
+    Progress,
+    SendFailed,
+    SendOptions,
+    SendResult,
+    describe_error,
+)
 from common.loopdelay import LoopDelay
 from common.payload import TALK_SIZE, Payload
 from selectors_impl import loops
-from selectors_impl.loop import Cancelled, Event, Loop, Task, current_loop, sleep, wait_writable
+from selectors_impl.loop import (
+    Loop,
+    TooSlow,
+    current_loop,
+    fail_after,
+    sleep,
+    wait_readable,
+    wait_writable,
+)
 from selectors_impl.ticker import start_ticker
 
-__all__ = ["connect", "main", "send", "send_all", "send_one"]
+__all__ = ["connect", "main", "send", "send_all", "send_one", "until_eof"]
 
 # --- connection -------------------------------------------------------------------------
 
@@ -60,10 +76,26 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
             # A fast reader can keep the kernel taking every chunk: let the other tasks
             # (the ticker, the other connections) run between chunks, as the talk's yield did.
             await sleep(0)
-        sock.close()  # the kernel still sends what it holds, then FIN
+        sock.shutdown(socket.SHUT_WR)  # half-close: the kernel sends FIN after our bytes
+        # The sink closes only after reading our EOF: its close is the receipt.
+        try:
+            with fail_after(options.close_timeout):
+                await until_eof(sock)
+        except TooSlow:
+            raise CloseTimeout(options.close_timeout) from None
         account.end(loop.time())
     finally:
         sock.close()
+
+
+async def until_eof(sock: socket.socket) -> None:
+    """Read until the peer closes; a sink says nothing, so whatever comes is dropped."""
+    while True:
+        try:
+            if not sock.recv(64 * 1024):
+                return
+        except BlockingIOError:
+            await wait_readable(sock)
 
 
 # --- client -----------------------------------------------------------------------------
@@ -75,35 +107,20 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     loop = current_loop()
     delay = LoopDelay()
     stop_ticker = start_ticker(loop, delay)
+    signals = loops.Signals()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
     tasks = [loop.spawn(send_one(options, account, progress)) for account in accounts]
     try:
-        error = await _wait_all(tasks)
+        interrupted, error = await loops.wait_or_signal(tasks, signals)
     finally:
         stop_ticker()
+        signals.close()
+    went_out = sum(account.handed_to_kernel for account in accounts)
+    if interrupted is not None:
+        raise SendFailed.interrupted(interrupted, went_out)
     if error is not None:
-        went_out = sum(account.handed_to_kernel for account in accounts)
         raise SendFailed(describe_error(error), went_out)
     return SendResult.from_accounts(accounts, delay.stats())
-
-
-async def _wait_all(tasks: list[Task]) -> BaseException | None:
-    """Wait until every task is done; on the first failure cancel the rest. Return it."""
-    finished = Event()
-    failures: list[BaseException] = []
-
-    def on_done(task: Task) -> None:
-        if task.error is not None and not isinstance(task.error, Cancelled):
-            failures.append(task.error)
-            for other in tasks:
-                other.cancel()
-        if all(t.done for t in tasks):
-            finished.set()
-
-    for task in tasks:
-        task.add_done_callback(on_done)
-    await finished.wait()
-    return failures[0] if failures else None
 
 
 # --- run --------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import selectors
-import signal
 import socket
 import time
 import types
@@ -33,7 +32,9 @@ __all__ = [
     "Event",
     "Loop",
     "Task",
+    "TooSlow",
     "current_loop",
+    "fail_after",
     "sleep",
     "sleep_until",
     "wait_readable",
@@ -53,6 +54,10 @@ _loop: Loop | None = None
 
 class Cancelled(BaseException):
     """Thrown into a task by :meth:`Task.cancel`, at the point where it waits."""
+
+
+class TooSlow(Exception):
+    """A block under :func:`fail_after` took longer than it was given."""
 
 
 # --- what a task can wait for -----------------------------------------------------------
@@ -87,6 +92,32 @@ def current_loop() -> Loop:
     if _loop is None:
         raise RuntimeError("no loop is running")
     return _loop
+
+
+class fail_after:
+    """``with fail_after(seconds):`` inside a task: if the block is still running after
+    ``seconds``, a watchdog task cancels it, and the block raises :class:`TooSlow`."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._expired = False
+
+    def __enter__(self) -> fail_after:
+        loop = current_loop()
+        task = loop.current_task()
+
+        async def watchdog() -> None:
+            await sleep(self._seconds)
+            self._expired = True
+            task.cancel()
+
+        self._watchdog = loop.spawn(watchdog())
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self._watchdog.cancel()
+        if self._expired and kind is Cancelled:
+            raise TooSlow(f"took more than {self._seconds:g} s") from None
 
 
 # --- tasks ------------------------------------------------------------------------------
@@ -190,7 +221,7 @@ class Loop:
         self._readers: dict[int, Task] = {}
         self._writers: dict[int, Task] = {}
         self._current: Task | None = None
-        self._signal_pipe: tuple[socket.socket, socket.socket] | None = None
+        self._tasks: set[Task] = set()  # every task not done yet
         self.wakeups = 0  # select() calls that returned: how often the loop woke
 
     @staticmethod
@@ -206,6 +237,8 @@ class Loop:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> Task:
         """Start ``coro`` as a task: it runs on the loop's next turn."""
         task = Task(self, coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         self._wake(task)
         return task
 
@@ -218,12 +251,10 @@ class Loop:
             while not main.done:
                 self._turn()
         finally:
+            for task in list(self._tasks):  # left behind: run their finally blocks, if any
+                task._coro.close()
             _loop = None
             self.selector.close()
-            if self._signal_pipe is not None:
-                signal.set_wakeup_fd(-1)
-                for end in self._signal_pipe:
-                    end.close()
         if main.error is not None:
             raise main.error
         return main.result
@@ -304,29 +335,3 @@ class Loop:
             self.selector.register(fd, mask)
         elif registered:
             self.selector.unregister(fd)
-
-    def watch_signals(self) -> None:
-        """From now on, deliver SIGINT and SIGTERM to :meth:`wait_signal` (through
-        ``signal.set_wakeup_fd``) instead of letting them end the process."""
-        if self._signal_pipe is None:
-            receive, send = socket.socketpair()
-            receive.setblocking(False)
-            send.setblocking(False)
-            self._signal_pipe = (receive, send)
-            signal.set_wakeup_fd(send.fileno())
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(signum, lambda *_: None)  # the wakeup fd carries the number
-
-    async def wait_signal(self) -> int:
-        """Wait for SIGINT or SIGTERM; return its number."""
-        self.watch_signals()
-        assert self._signal_pipe is not None
-        receive = self._signal_pipe[0]
-        while True:
-            await wait_readable(receive)
-            try:
-                data = receive.recv(1)
-            except BlockingIOError:
-                continue
-            if data:
-                return data[0]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+from common.burst import Burst
 from common.events import EOF, ERROR, RESET, Event, describe
-from common.interface import ServeOptions, format_peer
+from common.interface import RESET_LINGER, ServeOptions, describe_error, format_peer
 from common.loopdelay import LoopDelay
 from common.sink import Sink
 from selectors_impl import loops
@@ -22,8 +23,6 @@ __all__ = ["accept_connections", "handle_connection", "main", "serve", "serve_un
 #: Bytes per recv_into(). One buffer serves every connection: a task reads into it and
 #: counts what it read before it can wait again, so no two reads overlap.
 READ_SIZE = 256 * 1024
-#: Most bytes read without yielding to the other tasks.
-BURST_SIZE = 1024 * 1024
 #: Connections the kernel queues before accept().
 BACKLOG = 1024
 
@@ -35,26 +34,25 @@ async def handle_connection(sink: Sink, sock: socket.socket, peer: str, buffer: 
     loop = current_loop()
     task = loop.current_task()
     connection = sink.open(peer, loop.time(), task.cancel)  # abort: close, FIN, not RST
-    if connection is None:  # --max-connections are open: refused and reported
+    if connection is None:  # --max-connections are open: reset, and reported
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
         sock.close()
         return
     outcome = EOF
-    since_yield = 0
+    burst = Burst()
     try:
         while True:
             try:
                 count = sock.recv_into(buffer)
             except BlockingIOError:  # EAGAIN: nothing to read yet
                 await wait_readable(sock)
-                since_yield = 0
+                burst.reset()
                 continue
             if not count:
                 break
             connection.feed(buffer[:count], loop.time())
-            since_yield += count
-            if since_yield >= BURST_SIZE:  # data keeps coming: let the other tasks run
+            if burst.add(count):  # data keeps coming: let the other tasks run
                 await sleep(0)
-                since_yield = 0
     except ConnectionResetError:
         outcome = RESET
     except OSError:
@@ -70,7 +68,9 @@ async def handle_connection(sink: Sink, sock: socket.socket, peer: str, buffer: 
 
 
 async def accept_connections(sink: Sink, listener: socket.socket) -> None:
-    """Accept every pending connection whenever the listener is readable."""
+    """Accept every pending connection whenever the listener is readable. When accept()
+    fails (out of descriptors, say), stop accepting for the sink's back-off, then go on:
+    the connections wait in the kernel's queue meanwhile."""
     loop = current_loop()
     buffer = memoryview(bytearray(READ_SIZE))
     while True:
@@ -80,44 +80,59 @@ async def accept_connections(sink: Sink, listener: socket.socket) -> None:
                 sock, address = listener.accept()
             except BlockingIOError:
                 break
+            except ConnectionAbortedError:  # gone before we accepted it
+                continue
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: never stop
+                await sleep(sink.accept_failed(describe_error(exc), loop.time()))
+                break
             sock.setblocking(False)
             loop.spawn(handle_connection(sink, sock, format_peer(address), buffer))
 
 
-async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> None:
+async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
-    ``options.grace`` seconds, abort the rest, and report the totals."""
+    ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
     loop = current_loop()
     delay = LoopDelay()
     sink = options.sink(delay, emit)
     stop_ticker = start_ticker(loop, delay, sink.expire)
-    loop.watch_signals()  # before we say we listen: a signal must not kill us from now on
-    listener = socket.create_server((options.host, options.port), backlog=BACKLOG)
-    listener.setblocking(False)
+    signals = loops.Signals()
+    listener: socket.socket | None = None
     acceptor: Task | None = None
     try:
+        # The family of the host asked for (create_server alone would take IPv4 only); an
+        # IPv6 listener on "::" is IPv6 only, as asyncio's.
+        family = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)[0][0]
+        listener = socket.create_server(
+            (options.host, options.port), family=family, backlog=BACKLOG
+        )
+        listener.setblocking(False)
         acceptor = loop.spawn(accept_connections(sink, listener))
         port = listener.getsockname()[1]
         emit(options.listening(port, loops.describe(loop)))
-        await loop.wait_signal()
+        stopped_by = await signals.wait()
         acceptor.cancel()  # stop accepting; connections already accepted carry on
-        if not await loops.wait_idle(sink, options.grace, signals=True):
+        if not await loops.wait_idle(sink, options.grace, signals):
             sink.abort_all()
             await loops.wait_idle(sink, None)
     finally:
         if acceptor is not None:
             acceptor.cancel()
-        listener.close()
+        if listener is not None:
+            listener.close()
         stop_ticker()
+        signals.close()
     emit(sink.stopped())
+    return stopped_by
 
 
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
-    """Run the sink on the selector that ``options.loop`` names until a signal stops it."""
-    loops.run(serve_until_stopped(options, emit), options.loop)
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+    """Run the sink on the selector that ``options.loop`` names until a signal stops it;
+    return that signal."""
+    return loops.run(serve_until_stopped(options, emit), options.loop)
 
 
 def main() -> None:

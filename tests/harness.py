@@ -3,12 +3,17 @@ stdlib-socket sink and client that they are checked against. Imports no framewor
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
+import resource
 import signal
 import socket
+import struct
 import subprocess
+import tempfile
+import termios
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,15 +38,28 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 class ServerProcess:
-    """``nbio serve --port 0 --json`` in a child process, its events read as they come."""
+    """``nbio serve --port 0 --json`` in a child process, its events read as they come. Its
+    stderr goes to a file, so that a server that floods it cannot block on a full pipe;
+    ``files`` caps its descriptors (``RLIMIT_NOFILE``) and ``memory`` its address space."""
 
-    def __init__(self, target: Target, *args: str) -> None:
+    def __init__(
+        self, target: Target, *args: str, files: int | None = None, memory: int | None = None
+    ) -> None:
         self.target = target
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in __exit__
+
+        def limit() -> None:  # in the child, before exec
+            if files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+            if memory is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
         self.proc = subprocess.Popen(
             command("serve", target, "--port", "0", *args),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
+            preexec_fn=limit if files or memory else None,
         )
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -77,22 +95,22 @@ class ServerProcess:
         return events
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = WAIT) -> dict[str, Any]:
-        """Signal the server, expect its ``stopped`` event and exit status 0."""
+        """Signal the server, expect its ``stopped`` event and its exit status: 0 after
+        SIGTERM, 130 after SIGINT."""
         self.proc.send_signal(signum)
-        return self.stop_event(timeout)
+        return self.stop_event(timeout, 130 if signum == signal.SIGINT else 0)
 
-    def stop_event(self, timeout: float = WAIT) -> dict[str, Any]:
-        """Expect the ``stopped`` event of a server already signalled, and exit status 0."""
+    def stop_event(self, timeout: float = WAIT, status: int = 0) -> dict[str, Any]:
+        """Expect the ``stopped`` event of a server already signalled, and ``status``."""
         event = self.next_event(timeout)
         assert event["event"] == "stopped", event
-        assert self.proc.wait(timeout) == 0, self.stderr()
+        assert self.proc.wait(timeout) == status, self.stderr()
         return event
 
     def stderr(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read()
+        """What the server wrote to stderr so far."""
+        self._stderr.seek(0)
+        return self._stderr.read()
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -101,9 +119,9 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(WAIT)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
 
 
 @dataclass
@@ -224,7 +242,6 @@ def free_port() -> int:
 
 def reset(sock: socket.socket) -> None:
     """Close with SO_LINGER (1, 0): the peer gets an RST instead of a FIN."""
-    import struct
 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
@@ -261,15 +278,24 @@ class ClogSink(NeutralSink):
     def __post_init__(self) -> None:
         self.released = threading.Event()
         self.connected = threading.Event()
+        self._conn: socket.socket | None = None
         super().__post_init__()
 
     def _drain(self, conn: socket.socket) -> None:
+        self._conn = conn
         self.connected.set()
         self.released.wait(WAIT)
         super()._drain(conn)
 
     def release(self) -> None:
         self.released.set()
+
+    def unread(self) -> int:
+        """Bytes that arrived and wait, unread, in the kernel (FIONREAD)."""
+        if self._conn is None:
+            return 0
+        waiting = fcntl.ioctl(self._conn.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        return int(struct.unpack("i", waiting)[0])
 
 
 def open_fds(pid: int) -> int:

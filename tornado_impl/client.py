@@ -1,5 +1,5 @@
 """Large-payload client on Tornado: ``TCPClient().connect()``, then ``await stream.write(chunk)``
-for every chunk, then ``close()``.
+for every chunk, then a half-close and the sink's own close, then ``close()``.
 
 The write future resolves when that chunk has reached the kernel: awaiting it is the flow
 control that Tornado's maintainers recommend (tornado issue 1939), since
@@ -10,6 +10,7 @@ twisted_impl/client.py.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from tornado.ioloop import IOLoop
@@ -17,16 +18,21 @@ from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
 from common.accounting import SendAccount
-from common.interface import Progress, SendFailed, SendOptions, SendResult, describe_error
+from common.burst import Burst
+from common.interface import (
+    CloseTimeout,
+    Progress,
+    SendFailed,
+    SendOptions,
+    SendResult,
+    describe_error,
+)
 from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload
+from common.payload import TALK_SIZE, Payload, PayloadError
 from tornado_impl import loops
 from tornado_impl.ticker import start_ticker
 
 __all__ = ["main", "send", "send_all", "send_one"]
-
-#: Most bytes written without yielding to the IOLoop.
-BURST_SIZE = 1024 * 1024
 
 # --- connection -------------------------------------------------------------------------
 
@@ -34,24 +40,34 @@ BURST_SIZE = 1024 * 1024
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection, one awaited write at a time."""
     stream = await TCPClient().connect(options.host, options.port)
-    since_yield = 0
+    burst = Burst()
     try:
         for chunk in options.payload.chunks(options.chunk_size):
             # write() sends inline until EAGAIN; the future resolves once the kernel has it.
-            await stream.write(chunk)
+            written = stream.write(chunk)
+            if not written.done():
+                # Shielded: cancelling us (on a signal) must not cancel Tornado's own
+                # future, whose callback would log the CancelledError; close() fails it.
+                await asyncio.shield(written)
             account.feed(chunk, time.monotonic())  # counted once the kernel took it
             progress(len(chunk))
-            since_yield += len(chunk)
-            if since_yield >= BURST_SIZE:
+            if burst.add(len(chunk)):
                 # When the kernel took the chunk inline, write() returned a future already
                 # resolved, and awaiting it did not yield to the IOLoop: a fast reader would
-                # let us starve the loop (226 ms late ticks, measured). Yield once per MiB,
-                # as Tornado's gen.moment does.
+                # let us starve the loop (226 ms late ticks, measured). Yield once per
+                # burst, as Tornado's gen.moment does.
                 await asyncio.sleep(0)
-                since_yield = 0
-        # Tornado has no half-close: close() shuts both directions. Every write future has
-        # resolved by now, so nothing buffered is dropped.
-        stream.close()
+        # IOStream has no half-close: reach for its socket. Every write future resolved, so
+        # the kernel has every byte and the shutdown goes out after them.
+        assert stream.socket is not None
+        stream.socket.shutdown(socket.SHUT_WR)
+        # The sink closes only after reading our EOF: its close is the receipt.
+        try:
+            await asyncio.wait_for(stream.read_until_close(), options.close_timeout)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError on 3.10
+            raise CloseTimeout(options.close_timeout) from None
+        if stream.error is not None:  # read_until_close() ends on a reset too: it is here
+            raise stream.error
         account.end(time.monotonic())
     finally:
         stream.close()  # on failure: drop what is buffered
@@ -76,11 +92,12 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     io_loop = IOLoop.current()
     delay = LoopDelay()
     stop_ticker = start_ticker(io_loop, delay)
+    signals = loops.Signals(asyncio.get_running_loop())
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
     tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
     try:
-        await asyncio.gather(*tasks)
-    except (OSError, StreamClosedError) as exc:
+        interrupted = await loops.wait_or_signal(asyncio.gather(*tasks), signals)
+    except (OSError, StreamClosedError, PayloadError) as exc:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -88,6 +105,10 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
         raise SendFailed(describe_stream_error(exc), went_out) from None
     finally:
         stop_ticker()
+        signals.close()
+    if interrupted is not None:
+        went_out = sum(account.handed_to_kernel for account in accounts)
+        raise SendFailed.interrupted(interrupted, went_out)
     return SendResult.from_accounts(accounts, delay.stats())
 
 

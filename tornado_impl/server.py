@@ -16,6 +16,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
+from common.burst import Burst
 from common.events import EOF, ERROR, RESET, Event, describe
 from common.interface import ServeOptions, format_peer
 from common.loopdelay import LoopDelay
@@ -28,8 +29,6 @@ __all__ = ["SinkServer", "main", "serve", "serve_until_stopped"]
 #: Bytes per read_into(); IOStream's own read_chunk_size is 64 KiB too. Each connection has
 #: its own buffer: a pending read_into() owns it until the read completes.
 READ_SIZE = 64 * 1024
-#: Most bytes read without yielding to the IOLoop.
-BURST_SIZE = 1024 * 1024
 #: Connections the kernel queues before accept(); bind_sockets' default is 128.
 BACKLOG = 1024
 
@@ -46,23 +45,22 @@ class SinkServer(TCPServer):
     async def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
         # IOStream has no abort: close() drops what it buffered and sends FIN, not RST.
         connection = self._sink.open(format_peer(address), time.monotonic(), stream.close)
-        if connection is None:  # --max-connections are open: refused and reported
+        if connection is None:  # --max-connections are open: reset, and reported
+            loops.reset(stream.socket)
             stream.close()
             return
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
         outcome = EOF
-        since_yield = 0
+        burst = Burst()
         try:
             while True:
                 count = await stream.read_into(buffer, partial=True)
                 connection.feed(view[:count], time.monotonic())
-                since_yield += count
-                if since_yield >= BURST_SIZE:
+                if burst.add(count):
                     # read_into() reads inline when data is there and returns a resolved
-                    # future, which does not yield: yield once per MiB so the loop runs.
+                    # future, which does not yield: yield once per burst so the loop runs.
                     await asyncio.sleep(0)
-                    since_yield = 0
         except StreamClosedError:
             # No half-close in Tornado: a 0-byte read closes the whole stream, and the
             # read fails with StreamClosedError; stream.error says whether it was clean.
@@ -78,9 +76,9 @@ class SinkServer(TCPServer):
 # --- server -----------------------------------------------------------------------------
 
 
-async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> None:
+async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
-    ``options.grace`` seconds, abort the rest, and report the totals."""
+    ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
     io_loop = IOLoop.current()
     delay = LoopDelay()
     sink = options.sink(delay, emit)
@@ -88,11 +86,12 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
     signals = loops.Signals(asyncio.get_running_loop())
     try:
         sockets = bind_sockets(options.port, address=options.host, backlog=BACKLOG)
+        loops.report_accept_trouble(io_loop, sockets, sink)
         server = SinkServer(sink)
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
         emit(options.listening(port, loops.describe(io_loop)))
-        await signals.wait()
+        stopped_by = await signals.wait()
         server.stop()  # stop accepting; it leaves accepted streams open: the sink tracks them
         if not await loops.wait_idle(sink, options.grace, signals):
             sink.abort_all()
@@ -101,14 +100,16 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
         stop_ticker()
         signals.close()
     emit(sink.stopped())
+    return stopped_by
 
 
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
-    """Run the sink on the loop that ``options.loop`` names until a signal stops it."""
-    loops.run(serve_until_stopped(options, emit), options.loop)
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+    """Run the sink on the loop that ``options.loop`` names until a signal stops it; return
+    that signal."""
+    return loops.run(serve_until_stopped(options, emit), options.loop)
 
 
 async def main() -> None:

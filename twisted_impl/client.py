@@ -1,6 +1,7 @@
 """Large-payload client on Twisted: the protocol is its own push producer, registered on
 the transport; the transport pauses it when its buffer passes ``bufferSize`` and resumes it
-when the buffer is empty. Nothing is poured into ``transport.write()`` unasked.
+when the buffer is empty. Nothing is poured into ``transport.write()`` unasked. After the last
+chunk, ``loseWriteConnection()`` half-closes, and the sink's own close is the receipt.
 
 Siblings: asyncio_impl/client.py, asyncio_impl/protocol_client.py, tornado_impl/client.py.
 """
@@ -15,15 +16,29 @@ from twisted.internet import defer, error, task
 from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IConsumer, IPushProducer, ITCPTransport
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from common.accounting import SendAccount
-from common.interface import Progress, SendFailed, SendOptions, SendResult, describe_error
+from common.burst import Burst
+from common.interface import (
+    CloseTimeout,
+    Progress,
+    SendFailed,
+    SendOptions,
+    SendResult,
+    describe_error,
+)
 from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload
+from common.payload import TALK_SIZE, Payload, PayloadError
 from twisted_impl import loops
 from twisted_impl.ticker import start_ticker
 
@@ -34,14 +49,26 @@ __all__ = ["PayloadProtocol", "describe_failure", "main", "send", "send_all", "s
 
 @implementer(IPushProducer)
 class PayloadProtocol(Protocol):
-    """Writes a payload whenever the transport is not paused, then closes."""
+    """Writes a payload whenever the transport is not paused, half-closes, and waits at most
+    ``close_timeout`` seconds for the sink to close in turn."""
 
-    def __init__(self, chunks: Iterator[bytes], account: SendAccount, progress: Progress) -> None:
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        account: SendAccount,
+        progress: Progress,
+        clock: IReactorTime,
+        close_timeout: float,
+    ) -> None:
         self._chunks = chunks
         self._account = account
         self._progress = progress
+        self._clock = clock
+        self._close_timeout = close_timeout
         self._paused = False
         self._finished = False
+        self._give_up: IDelayedCall | None = None
+        self._failure: Exception | None = None  # why we aborted, if we did
         self.done: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
@@ -59,30 +86,57 @@ class PayloadProtocol(Protocol):
         # Called once the reactor has sent everything the transport held (SEND_LIMIT,
         # 128 KiB, per writable event).
         self._paused = False
+        burst = Burst()
         while not self._paused and not self._finished:
-            chunk = next(self._chunks, None)
+            try:
+                chunk = next(self._chunks, None)
+            except PayloadError as exc:  # the file changed under us: say so, not "reset"
+                self._abort(exc)
+                return
             if chunk is None:
                 self._finished = True
                 self._consumer.unregisterProducer()
-                self._transport.loseConnection()  # sends what is buffered, then FIN
+                self._transport.loseWriteConnection()  # half-close once the buffer is sent
+                self._give_up = self._clock.callLater(self._close_timeout, self._abort_late)
                 return
             self._transport.write(chunk)  # only appends to a list: the reactor sends later
             self._account.feed(chunk, time.monotonic())
             self._progress(len(chunk))
+            if burst.add(len(chunk)):
+                # Tiny writes never fill the buffer that would pause us: yield to the
+                # reactor now and then, and carry on in a later turn.
+                self._clock.callLater(0, self._resume_if_not_paused)
+                return
 
     def stopProducing(self) -> None:
         # The connection is going away; note what never left the transport's buffers.
         self._account.buffered = _buffered(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(error.ConnectionDone) and self._finished:
+        if self._give_up is not None and self._give_up.active():
+            self._give_up.cancel()
+        if self._failure is not None:
+            self._account.buffered = max(self._account.buffered, _buffered(self.transport))
+            self.done.errback(self._failure)
+        elif reason.check(error.ConnectionDone) and self._finished:
             self._account.end(time.monotonic())
-            self.done.callback(None)
+            self.done.callback(None)  # the sink closed after reading our EOF
         elif reason.check(error.ConnectionDone):
             self.done.errback(BrokenPipeError("closed by peer before the payload was sent"))
         else:
             self._account.buffered = max(self._account.buffered, _buffered(self.transport))
             self.done.errback(reason)
+
+    def _resume_if_not_paused(self) -> None:
+        if not self._paused and not self._finished and self.transport is not None:
+            self.resumeProducing()
+
+    def _abort_late(self) -> None:
+        self._abort(CloseTimeout(self._close_timeout))
+
+    def _abort(self, failure: Exception) -> None:
+        self._failure = failure
+        self._transport.abortConnection()  # connectionLost() follows
 
 
 def _buffered(transport: object) -> int:
@@ -98,17 +152,20 @@ async def send_one(
     """Stream the payload over one connection through a :class:`PayloadProtocol`."""
     chunks = options.payload.chunks(options.chunk_size)
     endpoint = HostnameEndpoint(reactor, options.host, options.port)
-    protocol = await connectProtocol(endpoint, PayloadProtocol(chunks, account, progress))
+    protocol = PayloadProtocol(chunks, account, progress, reactor, options.close_timeout)
+    await connectProtocol(endpoint, protocol)
     try:
         await protocol.done
     except BaseException:
         account.buffered = max(account.buffered, _buffered(protocol.transport))
-        protocol.transport.abortConnection()
+        cast(ITCPTransport, protocol.transport).abortConnection()
         raise
 
 
 def describe_failure(failure: Failure) -> str:
     """Return the same short message for a Twisted failure as the other clients give."""
+    if failure.check(PayloadError, CloseTimeout):
+        return str(failure.value)
     if failure.check(error.ConnectionRefusedError):
         return "connection refused"
     if failure.check(error.ConnectionLost):
@@ -131,10 +188,12 @@ async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progres
     them."""
     delay = LoopDelay()
     stop_ticker = start_ticker(reactor, delay)
+    signals = loops.Signals(reactor)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
     transfers = [Deferred.fromCoroutine(send_one(reactor, options, a, progress)) for a in accounts]
     try:
-        await defer.gatherResults(transfers, consumeErrors=True)
+        all_sent = defer.gatherResults(transfers, consumeErrors=True)
+        interrupted = await loops.wait_or_signal(all_sent, signals)
     except defer.FirstError as exc:
         for transfer in transfers:
             transfer.cancel()
@@ -143,6 +202,11 @@ async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progres
         raise SendFailed(describe_failure(exc.subFailure), went_out) from None
     finally:
         stop_ticker()
+        signals.close()
+    if interrupted is not None:
+        await defer.DeferredList(transfers, consumeErrors=True)
+        went_out = sum(account.handed_to_kernel for account in accounts)
+        raise SendFailed.interrupted(interrupted, went_out)
     return SendResult.from_accounts(accounts, delay.stats())
 
 

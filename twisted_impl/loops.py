@@ -8,7 +8,10 @@ cannot be restarted: :func:`run` installs the chosen one, runs it once, and hand
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import time
 from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, TypeVar, cast
@@ -18,11 +21,24 @@ from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from common.interface import format_peer
 from common.sink import Sink
 
-__all__ = ["Signals", "describe", "install", "run", "wait_idle"]
+__all__ = [
+    "Signals",
+    "describe",
+    "install",
+    "report_accept_trouble",
+    "run",
+    "wait_idle",
+    "wait_or_signal",
+]
+
+#: Where Twisted's listening port logs what goes wrong when it accepts.
+_PORT_LOG = "twisted.internet.tcp.Port"
 
 T = TypeVar("T")
 
@@ -93,6 +109,47 @@ def describe(reactor: object) -> str:
     return name
 
 
+def report_accept_trouble(reactor: IReactorTime, port: Any, sink: Sink) -> Callable[[], None]:
+    """Report what Twisted does when accept() fails for want of descriptors or memory, and
+    stop accepting for the sink's back-off; return what stops watching.
+
+    Twisted handles EMFILE itself (``twisted/internet/tcp.py``, ``_accept``): it closes a
+    descriptor it keeps in reserve, accepts every queued connection and closes it at once,
+    then reserves again, and says so only in its log. Its other resource errors (ENFILE,
+    ENOBUFS, ENOMEM) it logs and leaves the listener readable, so the reactor calls it again
+    at once. We read its log: each connection it closed is reported as ``rejected``, the
+    episode as ``accept_paused``, and the port stops reading for the back-off."""
+    paused = [False]
+
+    def resume() -> None:
+        paused[0] = False
+        if port.connected:  # not stopped meanwhile
+            port.startReading()
+
+    def pause(reason: str) -> None:
+        if not paused[0]:
+            paused[0] = True
+            port.stopReading()
+            reactor.callLater(sink.accept_failed(reason, time.monotonic()), resume)
+
+    def observe(event: LogEvent) -> None:
+        if event.get("log_namespace") != _PORT_LOG:
+            return
+        text = event.get("log_format") or ""
+        if text.startswith("EMFILE recovery: Closed socket"):
+            address = event.get("address")
+            sink.reject(format_peer(address), "no descriptor: closed by Twisted's EMFILE recovery")
+        elif text.startswith("EMFILE encountered"):
+            pause(os.strerror(errno.EMFILE).lower())
+        elif text.startswith("Could not accept new connection"):
+            code = getattr(errno, str(event.get("acceptError")), None)
+            pause(os.strerror(code).lower() if code else str(event.get("acceptError")))
+
+    observer = cast(ILogObserver, observe)  # a log observer is any such callable
+    globalLogPublisher.addObserver(observer)
+    return lambda: globalLogPublisher.removeObserver(observer)
+
+
 class Signals:
     """SIGINT and SIGTERM, delivered on the reactor, counted so a second one can cut short."""
 
@@ -128,6 +185,26 @@ class Signals:
     def close(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+async def wait_or_signal(work: Deferred[Any], signals: Signals) -> int | None:
+    """Wait for ``work`` (raising what it raises) and return None, unless SIGINT or SIGTERM
+    comes first: then cancel the work and return the signal's number."""
+    interrupt = signals.wait()
+    first: Deferred[tuple[Any, int]] = defer.DeferredList(
+        [work, interrupt], fireOnOneCallback=True, fireOnOneErrback=True, consumeErrors=True
+    )
+    try:
+        result, index = await first
+    except defer.FirstError as exc:  # the work failed first
+        interrupt.cancel()
+        exc.subFailure.raiseException()
+    if index == 0:
+        interrupt.cancel()
+        return None
+    work.cancel()
+    await defer.DeferredList([work], consumeErrors=True)  # let it unwind
+    return cast(int, result)
 
 
 async def wait_idle(

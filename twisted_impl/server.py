@@ -82,9 +82,9 @@ class SinkFactory(Factory):
 
 async def serve_until_stopped(
     reactor: ReactorBase, options: ServeOptions, emit: Callable[[Event], None]
-) -> None:
+) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
-    ``options.grace`` seconds, abort the rest, and report the totals."""
+    ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
     delay = LoopDelay()
     sink = options.sink(delay, emit)
     stop_ticker = start_ticker(reactor, delay, sink.expire)
@@ -96,24 +96,30 @@ async def serve_until_stopped(
             )
         except error.CannotListenError as exc:
             raise exc.socketError from None  # the OSError underneath, as the other servers raise
-        emit(options.listening(port.getHost().port, loops.describe(reactor)))
-        await signals.wait()
-        await port.stopListening()  # stop accepting; connections already accepted carry on
-        if not await loops.wait_idle(reactor, sink, options.grace, signals):
-            sink.abort_all()
-            await loops.wait_idle(reactor, sink, None)
+        stop_watching = loops.report_accept_trouble(reactor, port, sink)
+        try:
+            emit(options.listening(port.getHost().port, loops.describe(reactor)))
+            stopped_by = await signals.wait()
+            await port.stopListening()  # stop accepting; connections already accepted carry on
+            if not await loops.wait_idle(reactor, sink, options.grace, signals):
+                sink.abort_all()
+                await loops.wait_idle(reactor, sink, None)
+        finally:
+            stop_watching()
     finally:
         stop_ticker()
         signals.close()
     emit(sink.stopped())
+    return stopped_by
 
 
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> None:
-    """Run the sink on the reactor that ``options.loop`` names until a signal stops it."""
-    loops.run(lambda reactor: serve_until_stopped(reactor, options, emit), options.loop)
+def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+    """Run the sink on the reactor that ``options.loop`` names until a signal stops it;
+    return that signal."""
+    return loops.run(lambda reactor: serve_until_stopped(reactor, options, emit), options.loop)
 
 
 async def main(reactor: ReactorBase) -> None:

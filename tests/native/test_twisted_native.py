@@ -29,12 +29,17 @@ CHUNK = 1000
 
 class ClogTransport(StringTransport):
     """A StringTransport that pauses its push producer the way a real one does: once more
-    than ``limit`` bytes are buffered. :meth:`drain` plays the reactor sending them."""
+    than ``limit`` bytes are buffered. :meth:`drain` plays the reactor sending them. It
+    half-closes too (StringTransport has no ``loseWriteConnection``)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
         self.states: list[str] = []
+        self.write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
 
     def write(self, data: bytes) -> None:
         super().write(data)
@@ -51,9 +56,14 @@ class ClogTransport(StringTransport):
         return sent
 
 
-def _protocol(size: int, transport: StringTransport) -> tuple[client.PayloadProtocol, SendAccount]:
+def _protocol(
+    size: int, transport: StringTransport, clock: task.Clock | None = None
+) -> tuple[client.PayloadProtocol, SendAccount]:
     account = SendAccount()
-    protocol = client.PayloadProtocol(Payload(size).chunks(CHUNK), account, lambda n: None)
+    chunks = Payload(size).chunks(CHUNK)
+    protocol = client.PayloadProtocol(
+        chunks, account, lambda n: None, clock or task.Clock(), close_timeout=5.0
+    )
     protocol.makeConnection(transport)
     return protocol, account
 
@@ -67,19 +77,39 @@ def test_producer_starts_itself_and_pauses_on_a_clogged_transport() -> None:
     assert transport.states == ["paused"]
 
 
-def test_producer_resumes_when_drained_and_closes_after_the_last_chunk() -> None:
-    """Each drain resumes the producer; at the end it unregisters and loses the connection."""
+def test_producer_resumes_when_drained_and_half_closes_after_the_last_chunk() -> None:
+    """Each drain resumes the producer; at the end it unregisters and half-closes, and the
+    sink's close (ConnectionDone) is the receipt that completes the transfer."""
     transport = ClogTransport(limit=3 * CHUNK)
     protocol, account = _protocol(10 * CHUNK + 1, transport)
     delivered = 0
-    while not transport.disconnecting:
+    while not transport.write_closed:
         delivered += transport.drain()
-    delivered += transport.drain()  # loseConnection() still sends what is buffered
+    delivered += transport.drain()  # the half-close still sends what is buffered
     assert delivered == account.bytes == 10 * CHUNK + 1
-    assert transport.producer is None  # unregistered before loseConnection()
+    assert transport.producer is None  # unregistered before loseWriteConnection()
     assert transport.states.count("resumed") >= 2
+    assert not protocol.done.called  # not sent until the sink closes in turn
     protocol.connectionLost(Failure(error.ConnectionDone()))
     assert protocol.done.called
+
+
+def test_producer_gives_up_when_the_sink_never_closes() -> None:
+    """After the half-close the producer waits close_timeout seconds (on the reactor's
+    clock) for the sink to close, then aborts: the transfer fails with a timeout."""
+    clock = task.Clock()
+    transport = ClogTransport(limit=100 * CHUNK)
+    protocol, _ = _protocol(CHUNK, transport, clock)
+    failures: list[Failure] = []
+    protocol.done.addErrback(failures.append)
+    clock.advance(4.9)
+    assert not transport.disconnecting and not failures
+    clock.advance(0.2)
+    assert transport.disconnecting  # abortConnection()
+    protocol.connectionLost(Failure(error.ConnectionLost()))
+    assert (
+        client.describe_failure(failures[0]) == "no close from the sink within 5 s of the last byte"
+    )
 
 
 def test_producer_stopped_mid_transfer_fails_with_what_was_buffered() -> None:

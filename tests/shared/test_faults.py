@@ -5,27 +5,35 @@ misbehaves on purpose. No correctness depends on a sleep: waits poll against dea
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from harness import (
     LOCALHOST,
     WAIT,
     ClogSink,
+    NeutralSink,
     ResettingSink,
     ServerProcess,
     Target,
+    json_lines,
     neutral_send,
     open_fds,
     reset,
     run_client,
+    run_nbio,
     wait_until,
 )
 
 from common import registry
+from common.bench import command
 from common.payload import Payload
 
 MiB = 1024 * 1024
@@ -227,3 +235,267 @@ def test_server_memory_stays_bounded_under_a_fast_sender(target: Target) -> None
         server.received()
         stopped = server.stop()
     assert stopped["peak_rss_kib"] < 80 * 1024, stopped
+
+
+# --- the machine pushes back: descriptors, threads, files, stdout, signals --------------
+
+#: Servers whose loop accepts in C and drops what it cannot keep without telling anyone:
+#: libuv closes the queued connections itself on EMFILE (``uv__emfile_trick``).
+SILENT_DROPS = {Target("asyncio-streams", "uvloop"), Target("asyncio-protocol", "uvloop")}
+HELD = 100
+FILES = 64
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU a live process has used so far (utime + stime from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_server_at_its_descriptor_limit_pauses_then_serves_on(target: Target) -> None:
+    """With 64 descriptors and 100 connections held, the server stops accepting (said once,
+    as accept_paused), stays near idle with a quiet stderr, and once the connections go it
+    accepts again by itself and serves the next transfer exactly. Every held connection is
+    reported, as received or as rejected, except where libuv drops them unseen."""
+    with ServerProcess(target, files=FILES) as server:
+        held = [
+            socket.create_connection((LOCALHOST, server.port), timeout=WAIT) for _ in range(HELD)
+        ]
+        for sock in held:
+            sock.sendall(b"x")
+        wait_until(lambda: open_fds(server.proc.pid) >= FILES - 8, what="descriptors used up")
+        before, started = _cpu_seconds(server.proc.pid), time.monotonic()
+        time.sleep(1.0)  # the time at the limit being measured: the stimulus, not a sync
+        busy = (_cpu_seconds(server.proc.pid) - before) / (time.monotonic() - started)
+        for sock in held:
+            sock.close()
+        run = run_client(target, server.port, "--size", "1MiB")
+        events = []
+        while not events or events[-1].get("bytes") != MiB:
+            events.append(server.next_event())
+        stopped = server.stop()
+        stderr = server.stderr()
+    assert run.sent["bytes"] == MiB
+    assert busy < 0.2, f"{busy:.0%} CPU while paused"
+    assert stderr.count("\n") <= 2 and "Traceback" not in stderr, stderr
+    kinds = [e["event"] for e in events]
+    accounted = stopped["connections"] - 1 + stopped["rejected"]  # the last transfer aside
+    if target in SILENT_DROPS:
+        assert accounted <= HELD
+    else:
+        assert kinds.count("accept_paused") >= 1 and kinds.count("accept_resumed") >= 1
+        assert accounted == HELD, (stopped, kinds)
+
+
+def test_blocking_server_without_threads_rejects_and_serves_on() -> None:
+    """The threaded server, in 200 MiB of address space, cannot start a thread per held
+    connection: those it cannot serve are reset and reported with the reason, it stops
+    accepting for a while, and it serves the next transfer exactly."""
+    with ServerProcess(Target("blocking"), memory=200 * MiB) as server:
+        held = [
+            socket.create_connection((LOCALHOST, server.port), timeout=WAIT) for _ in range(HELD)
+        ]
+        for sock in held:
+            sock.sendall(b"x")
+        events = [server.next_event()]
+        while events[-1]["event"] != "accept_paused":
+            events.append(server.next_event())
+        for sock in held:
+            sock.close()
+        after = neutral_send(server.port, Payload(MiB))
+        while events[-1].get("bytes") != after:
+            events.append(server.next_event())
+        stopped = server.stop()
+    rejected = [e for e in events if e["event"] == "rejected"]
+    assert rejected and all("no thread" in e["reason"] for e in rejected), events
+    assert stopped["connections"] - 1 + stopped["rejected"] == HELD, stopped
+
+
+@pytest.mark.parametrize("change", ["shrinks", "grows"])
+def test_a_file_that_changes_while_sent_fails_naming_it(
+    target: Target, change: str, tmp_path: Path
+) -> None:
+    """The file is cut to 1 MiB, or grows, while the client waits on a clogged sink: the
+    client exits 1 with one line that names the file and how many bytes went out."""
+    path = tmp_path / "payload.bin"
+    path.write_bytes(b"\0" * (64 * MiB))
+    with ClogSink() as sink:
+        client = subprocess.Popen(
+            command("send", target, "--port", str(sink.port), "--file", str(path)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert sink.connected.wait(WAIT)
+        if change == "shrinks":
+            os.truncate(path, MiB)
+        else:
+            with path.open("ab") as file:
+                file.write(b"more")
+        sink.release()
+        stdout, stderr = client.communicate(timeout=WAIT)
+    assert client.returncode == 1, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert f"{str(path)!r} {'shrank' if change == 'shrinks' else 'grew'}" in stderr
+    assert "bytes sent" in stderr
+    (error,) = json_lines(stdout)
+    assert error["event"] == "error" and 0 < error["bytes"] <= 64 * MiB
+
+
+def test_a_fifo_is_refused_before_it_is_opened(target: Target, tmp_path: Path) -> None:
+    """A FIFO as --file is bad input, refused at once (opening it would wait for a writer)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    done = run_nbio(
+        "send", "--impl", target.impl, "--loop", target.loop, "--file", str(fifo), timeout=30
+    )
+    assert done.returncode == 2 and "is a FIFO" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_a_server_whose_stdout_goes_away_stops_quietly(target: Target) -> None:
+    """nbio serve --json | head -1: once its reader is gone, the server says so in one line
+    on stderr and stops cleanly at the next event, with no traceback."""
+    proc = subprocess.Popen(
+        command("serve", target, "--port", "0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = json.loads(proc.stdout.readline())["port"]
+        proc.stdout.close()  # the reader goes away, as head does after one line
+        neutral_send(port, Payload(1000))  # its received event cannot be written
+        _, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and stderr.count("\n") == 1, stderr
+    assert "cannot write to stdout" in stderr and "stopping" in stderr
+
+
+def test_ipv6_loopback_works(target: Target) -> None:
+    """--host ::1: the server listens on IPv6 loopback and the client sends to it."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    with ServerProcess(target, "--host", "::1") as server:
+        run = run_client(target, server.port, "--host", "::1", "--size", "1MiB")
+        (received,) = server.received()
+        server.stop()
+    assert run.sent["bytes"] == received["bytes"] == MiB
+    assert received["peer"].startswith("[::1]:")
+
+
+def test_a_rejected_client_exits_1_however_little_it_sent(target: Target) -> None:
+    """Beyond --max-connections the server resets: a client of 64 KiB, which fits in the
+    socket buffers, still learns of it and exits 1 saying how many bytes went out."""
+    with ServerProcess(target, "--max-connections", "1") as server:
+        with socket.create_connection((LOCALHOST, server.port), timeout=WAIT) as holder:
+            holder.sendall(b"x")
+            run = run_client(target, server.port, "--size", "64KiB")
+            assert server.next_event()["event"] == "rejected"
+        server.received()
+        server.stop()
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+    (error,) = run.events
+    assert error["event"] == "error" and error["bytes"] <= 64 * 1024
+
+
+def test_a_client_whose_server_never_accepts_exits_1(target: Target) -> None:
+    """A listener that never accepts takes 64 KiB into the kernel's queue: the client waits
+    --close-timeout for the sink's close, then exits 1 saying it never came."""
+    with socket.create_server((LOCALHOST, 0)) as listener:  # listens; nobody accepts
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        run = run_client(target, port, "--size", "64KiB", "--close-timeout", "1")
+    assert run.returncode == 1, run.stderr
+    assert time.monotonic() - started < WAIT / 2
+    assert "no close from the sink within 1 s" in run.stderr
+    (error,) = run.events
+    assert error["bytes"] == 64 * 1024  # all went out to the kernel; the sink may not have it
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether a process has a handler for SIGTERM yet (SigCgt in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_starting_ends_the_server_cleanly(target: Target, signum: int) -> None:
+    """A signal as soon as nbio handles signals, while the framework is still being set up:
+    the server ends without a traceback, with 143 or 130 before it listens, or the usual
+    0 or 130 if it was quicker."""
+    proc = subprocess.Popen(
+        command("serve", target, "--port", "0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _handles_sigterm(proc.pid), what="signal handling")
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in stderr and "never awaited" not in stderr, stderr
+    listened = any(e["event"] == "listening" for e in json_lines(stdout))
+    if signum == signal.SIGINT:
+        assert proc.returncode == 130
+    else:
+        assert proc.returncode == (0 if listened else 143)
+    if not listened:
+        assert stderr == f"nbio serve: stopped by {signal.Signals(signum).name}\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_send_ends_the_client_saying_what_went_out(
+    target: Target, signum: int
+) -> None:
+    """A client blocked on a clogged sink gets a signal: it stops at once, exits 128 +
+    the signal's number, and its one line and its error event say how many bytes went out."""
+    with ClogSink() as sink:
+        client = subprocess.Popen(
+            command("send", target, "--port", str(sink.port), "--size", "64MiB"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert sink.connected.wait(WAIT)
+            wait_until(lambda: sink.unread() > 0, what="bytes in the sink's kernel")
+            client.send_signal(signum)
+            stdout, stderr = client.communicate(timeout=WAIT)
+        finally:
+            sink.release()
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    assert client.returncode == 128 + signum, stderr
+    assert f"interrupted by {signal.Signals(signum).name}" in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    (error,) = json_lines(stdout)
+    assert error["event"] == "error" and 0 < error["bytes"] < 64 * MiB
+
+
+def test_tiny_writes_keep_the_client_small_and_ticking(target: Target) -> None:
+    """--chunk-size 1: a write per byte still leaves the client's memory bounded and its
+    ticker running (every implementation yields after 256 writes, not only after a MiB)."""
+    with NeutralSink() as sink:
+        run = run_client(target, sink.port, "--size", "256KiB", "--chunk-size", "1", timeout=120)
+        (arrival,) = sink.wait(timeout=120)
+    sent = run.sent
+    assert arrival.bytes == sent["bytes"] == 256 * 1024
+    assert sent["chunks"] == 256 * 1024
+    assert sent["peak_rss_kib"] < 96 * 1024, sent
+    if sent["ticks"]:
+        assert sent["loop_delay_ms"]["max"] < 100, sent
+    assert sent["ticks"] >= sent["seconds"] / 0.010 / 3 - 1, sent

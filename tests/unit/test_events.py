@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import json
 
-from common.events import Error, Listening, Received, Rejected, Sent, Stopped, describe, to_json
+from common.events import (
+    AcceptPaused,
+    AcceptResumed,
+    Error,
+    Listening,
+    Received,
+    Rejected,
+    Sent,
+    Stopped,
+    describe,
+    to_json,
+)
 from common.loopdelay import DelayStats
 
 STATS = DelayStats(ticks=300, early=2, p50_ms=0.5, p99_ms=2.25, max_ms=3.0)
@@ -28,7 +39,9 @@ def test_json_has_the_documented_fields() -> None:
             Stopped(1, 10, {"eof": 1}, 2048, 0.5),
             {"event", "connections", "bytes", "outcomes", "rejected", "peak_rss_kib", "cpu_s"},
         ),
-        (Rejected("127.0.0.1:6", 10), {"event", "peer", "open"}),
+        (Rejected("127.0.0.1:6", 10), {"event", "peer", "open", "reason"}),
+        (AcceptPaused("too many open files", 60, 0.1), {"event", "reason", "open", "retry_in"}),
+        (AcceptResumed(1.5, 12), {"event", "paused_s", "failures"}),
         (
             Sent(10, "ab", 0.5, 1, STATS, "sha256", 65536, 1),
             {"event", "bytes", "sha256", "seconds", "connections", *DELAY}
