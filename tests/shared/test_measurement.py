@@ -108,6 +108,40 @@ def test_a_client_stall_mid_transfer_shows_in_its_loop_delay(target: Target) -> 
     assert sent["loop_delay_ms"]["max"] >= SEEN, sent
 
 
+def test_a_client_stall_that_ends_with_the_sinks_close_shows_in_its_loop_delay(
+    target: Target,
+) -> None:
+    """The client has sent everything and waits for the sink's close; it is stopped, the
+    sink closes meanwhile, and it resumes: it sees the close before its overdue tick fires,
+    and stopping its ticker samples that tick."""
+    with socket.create_server((LOCALHOST, 0)) as listener:
+        client = subprocess.Popen(
+            command("send", target, "--port", str(listener.getsockname()[1]), "--size", "64KiB"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            listener.settimeout(WAIT)
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(WAIT)
+                while conn.recv(65536):  # everything, up to the client's half-close
+                    pass
+                client.send_signal(signal.SIGSTOP)
+            time.sleep(STALL)  # closed while the client is stopped
+            client.send_signal(signal.SIGCONT)
+            stdout, stderr = client.communicate(timeout=WAIT)
+        finally:
+            if client.poll() is None:
+                client.send_signal(signal.SIGCONT)
+                client.kill()
+                client.wait()
+    assert client.returncode == 0, stderr
+    sent = json.loads(stdout.splitlines()[-1])
+    assert sent["loop_delay_ms"]["max"] >= SEEN, sent
+
+
 def test_every_connection_reports_its_span_so_throughput_is_over_the_wall_span(
     target: Target,
 ) -> None:
