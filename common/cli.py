@@ -810,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"{command}: error: {exc.strerror}")
         return 1
     except Interrupted as exc:
-        signum = exc.args[0]
+        signum: int = exc.args[0]
         _say(f"{command}: stopped by {signal_name(signum)}")
         return 128 + signum
     except KeyboardInterrupt:
