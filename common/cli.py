@@ -796,8 +796,8 @@ def _say(line: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nbio``; return the exit status."""
     # From here until an implementation takes them over, SIGINT and SIGTERM end us cleanly.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+    for handled in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(handled, _interrupt)
     words = sys.argv[1:] if argv is None else list(argv)
     command = f"nbio {words[0]}" if words and words[0] in COMMANDS else "nbio"
     try:
