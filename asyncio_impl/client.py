@@ -1,35 +1,29 @@
 """Large-payload client on asyncio streams: ``writer.write(chunk)``, then
 ``await writer.drain()``, for every chunk; then ``write_eof()``, and the sink's own close
 (read as EOF) before ``close()`` and ``await wait_closed()``.
-
-Siblings: protocol_client.py (asyncio's Protocol API with pause_writing/resume_writing),
-twisted_impl/client.py, tornado_impl/client.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
-from asyncio_impl import loops
-from asyncio_impl.ticker import start_ticker
-from common.accounting import SendAccount
-from common.burst import Burst
-from common.interface import (
+from ..common.accounting import SendAccount
+from ..common.burst import Burst
+from ..common.interface import (
     CloseTimeout,
     Progress,
     SendFailed,
     SendOptions,
     SendResult,
-    describe_error,
+    error_text,
 )
-from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload, PayloadError
+from ..common.loopdelay import LoopDelay
+from ..common.payload import TALK_SIZE, Payload, PayloadError
+from . import loops
+from .ticker import start_ticker
 
 __all__ = ["main", "send", "send_all", "send_one"]
-
-SendOne = Callable[[SendOptions, SendAccount, Progress], Awaitable[None]]
 
 # --- connection -------------------------------------------------------------------------
 
@@ -74,10 +68,9 @@ async def _until_eof(reader: asyncio.StreamReader) -> None:
 # --- client -----------------------------------------------------------------------------
 
 
-async def send_all(
-    options: SendOptions, progress: Progress, send_one: SendOne = send_one
-) -> SendResult:
-    """Run ``options.connections`` transfers at once on this loop, with the ticker beside them."""
+async def send_all(options: SendOptions, progress: Progress) -> SendResult:
+    """Run ``options.connections`` transfers at once on this loop, with the ticker beside
+    them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
     loop = asyncio.get_running_loop()
     delay = LoopDelay()
     stop_ticker = start_ticker(loop, delay)
@@ -91,7 +84,7 @@ async def send_all(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         went_out = sum(account.handed_to_kernel for account in accounts)
-        raise SendFailed(describe_error(exc), went_out) from None
+        raise SendFailed(error_text(exc), went_out) from None
     finally:
         stop_ticker()
         signals.close()

@@ -10,13 +10,13 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from common.interface import RESET_LINGER, describe_error
-from common.sink import Sink, out_of_resources
+from ..common.interface import RESET_LINGER, error_text
+from ..common.sink import Sink, out_of_resources
 
 __all__ = [
     "Signals",
-    "describe",
     "loop_factory",
+    "loop_name",
     "report_accept_trouble",
     "reset",
     "run",
@@ -61,7 +61,7 @@ def run(main: Coroutine[Any, Any, T], loop: str) -> T:
         new_loop.close()
 
 
-def describe(loop: asyncio.AbstractEventLoop) -> str:
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     """Name the loop in use and, for a selector loop, its selector: ``SelectorEventLoop/epoll``."""
     name = f"{type(loop).__module__.split('.')[0]}.{type(loop).__name__}"
     selector = getattr(loop, "_selector", None)
@@ -93,7 +93,7 @@ def report_accept_trouble(loop: asyncio.AbstractEventLoop, sink: Sink) -> None:
         error = context.get("exception")
         if context.get("message") == _OUT_OF_RESOURCES and out_of_resources(error):
             assert error is not None
-            sink.accept_failed(describe_error(error), time.monotonic(), ACCEPT_RETRY_DELAY)
+            sink.accept_failed(error_text(error), time.monotonic(), ACCEPT_RETRY_DELAY)
             return
         if previous is not None:
             previous(loop, context)

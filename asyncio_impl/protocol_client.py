@@ -3,7 +3,8 @@ stop at ``pause_writing()``, go on at ``resume_writing()``; then ``write_eof()``
 sink's own close (``eof_received()``, then ``connection_lost()``) is the receipt.
 
 The same client as client.py, one level down: the transport's flow-control callbacks that
-``drain()`` is built on, used directly. Siblings: client.py (streams), twisted_impl/client.py.
+``drain()`` is built on, used directly. The client and run sections are client.py's, line
+for line: a deliberate copy, so that each file reads whole beside its siblings.
 """
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ import time
 from collections.abc import Iterator
 from typing import cast
 
-from asyncio_impl import loops
-from asyncio_impl.client import send_all
-from common.accounting import SendAccount
-from common.burst import Burst
-from common.interface import CloseTimeout, Progress, SendOptions, SendResult
-from common.payload import TALK_SIZE, Payload, PayloadError
+from ..common.accounting import SendAccount
+from ..common.burst import Burst
+from ..common.interface import (
+    CloseTimeout,
+    Progress,
+    SendFailed,
+    SendOptions,
+    SendResult,
+    error_text,
+)
+from ..common.loopdelay import LoopDelay
+from ..common.payload import TALK_SIZE, Payload, PayloadError
+from . import loops
+from .ticker import start_ticker
 
-__all__ = ["PayloadProtocol", "main", "send", "send_one"]
+__all__ = ["PayloadProtocol", "main", "send", "send_all", "send_one"]
 
 # --- connection -------------------------------------------------------------------------
 
@@ -128,19 +137,44 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
 
 # --- client -----------------------------------------------------------------------------
 
-# Many connections on one loop, and the ticker beside them: client.send_all(send_one=...).
+
+async def send_all(options: SendOptions, progress: Progress) -> SendResult:
+    """Run ``options.connections`` transfers at once on this loop, with the ticker beside
+    them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    loop = asyncio.get_running_loop()
+    delay = LoopDelay()
+    stop_ticker = start_ticker(loop, delay)
+    signals = loops.Signals(loop)
+    accounts = [SendAccount(options.digest) for _ in range(options.connections)]
+    tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
+    try:
+        interrupted = await loops.wait_or_signal(asyncio.gather(*tasks), signals)
+    except (OSError, PayloadError) as exc:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        went_out = sum(account.handed_to_kernel for account in accounts)
+        raise SendFailed(error_text(exc), went_out) from None
+    finally:
+        stop_ticker()
+        signals.close()
+    if interrupted is not None:
+        went_out = sum(account.handed_to_kernel for account in accounts)
+        raise SendFailed.interrupted(interrupted, went_out)
+    return SendResult.from_accounts(accounts, delay.stats())
+
 
 # --- run --------------------------------------------------------------------------------
 
 
 def send(options: SendOptions, progress: Progress) -> SendResult:
     """Send on the loop that ``options.loop`` names; raise SendFailed if any transfer fails."""
-    return loops.run(send_all(options, progress, send_one), options.loop)
+    return loops.run(send_all(options, progress), options.loop)
 
 
 async def main() -> None:
     """Send the talk's 73,400,320 bytes of ``foobar\\n`` to 127.0.0.1:1234."""
-    result = await send_all(SendOptions(Payload(TALK_SIZE)), lambda count: None, send_one)
+    result = await send_all(SendOptions(Payload(TALK_SIZE)), lambda count: None)
     print(f"sent {result.bytes} bytes in {result.seconds:.3f} s")
 
 

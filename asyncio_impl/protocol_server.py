@@ -1,27 +1,30 @@
 """Sink server on asyncio's Protocol API: a ``BufferedProtocol`` that asyncio reads into.
 
 The same sink as server.py, one level down: no StreamReader, no task per connection, no
-new bytes object per read. Siblings: server.py (streams), twisted_impl/server.py.
+new bytes object per read. The server and run sections are server.py's, line for line: a
+deliberate copy, so that each file reads whole beside its siblings in other frameworks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import cast
 
-from asyncio_impl import loops
-from asyncio_impl.server import BACKLOG, serve_until_stopped
-from common.burst import Burst
-from common.events import EOF, ERROR, RESET, Event, describe
-from common.interface import ServeOptions, format_peer
-from common.sink import Connection, Sink
+from ..common.burst import Burst
+from ..common.events import EOF, ERROR, RESET
+from ..common.interface import Emit, ServeOptions, format_peer
+from ..common.loopdelay import LoopDelay
+from ..common.sink import Connection, Sink
+from . import loops
+from .ticker import start_ticker
 
-__all__ = ["SinkProtocol", "main", "serve", "start_listening"]
+__all__ = ["SinkProtocol", "main", "serve", "serve_until_stopped", "start_listening"]
 
 #: Bytes asyncio may read per recv_into(); its own Protocol read size is 256 KiB too.
 READ_SIZE = 256 * 1024
+#: Connections the kernel queues before accept(); asyncio's default is 100.
+BACKLOG = 1024
 
 # --- connection -------------------------------------------------------------------------
 
@@ -82,21 +85,45 @@ async def start_listening(sink: Sink, options: ServeOptions) -> asyncio.Server:
     )
 
 
-# The shutdown sequence is the streams server's: serve_until_stopped(start=start_listening).
+async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
+    """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
+    ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
+    loop = asyncio.get_running_loop()
+    delay = LoopDelay()
+    sink = options.sink(delay, emit)
+    loops.report_accept_trouble(loop, sink)
+    stop_ticker = start_ticker(loop, delay, sink.expire)
+    signals = loops.Signals(loop)
+    try:
+        server = await start_listening(sink, options)
+        port = server.sockets[0].getsockname()[1]
+        emit(options.listening(port, loops.loop_name(loop)))
+        stopped_by = await signals.wait()
+        server.close()  # stop accepting; connections already accepted carry on
+        if not await loops.wait_idle(sink, options.grace, signals):
+            sink.abort_all()
+            await loops.wait_idle(sink, None)
+        # Only now: on 3.12+ wait_closed() waits for every connection, on 3.11 for none.
+        await server.wait_closed()
+    finally:
+        stop_ticker()
+        signals.close()
+    emit(sink.stopped())
+    return stopped_by
+
 
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+def serve(options: ServeOptions, emit: Emit) -> int:
     """Run the sink on the loop that ``options.loop`` names until a signal stops it; return
     that signal."""
-    return loops.run(serve_until_stopped(options, emit, start_listening), options.loop)
+    return loops.run(serve_until_stopped(options, emit), options.loop)
 
 
 async def main() -> None:
     """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    options = ServeOptions(impl="asyncio-protocol")
-    await serve_until_stopped(options, lambda e: print(describe(e)), start_listening)
+    await serve_until_stopped(ServeOptions(impl="asyncio-protocol"), lambda e: print(e.text()))
 
 
 if __name__ == "__main__":

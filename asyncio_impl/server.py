@@ -1,8 +1,6 @@
 """Sink server on asyncio streams: ``start_server``, then ``reader.read(n)`` until EOF.
 
 RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept.
-Siblings: protocol_server.py (asyncio's Protocol API), twisted_impl/server.py,
-tornado_impl/server.py.
 """
 
 from __future__ import annotations
@@ -11,29 +9,26 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
 
-from asyncio_impl import loops
-from asyncio_impl.ticker import start_ticker
-from common.events import EOF, ERROR, RESET, Event, describe
-from common.interface import ServeOptions, format_peer
-from common.loopdelay import LoopDelay
-from common.sink import Sink
+from ..common.events import EOF, ERROR, RESET
+from ..common.interface import Emit, ServeOptions, format_peer
+from ..common.loopdelay import LoopDelay
+from ..common.sink import Sink
+from . import loops
+from .ticker import start_ticker
 
 __all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
 
 #: Bytes asked of each read(): more than the StreamReader ever holds (it pauses the socket
 #: above 2 * limit, limit = 64 KiB, plus one recv of 256 KiB), so each read() takes the whole
-#: buffer. Asking 64 KiB instead makes read() memmove what remains on every call: 2.2 CPU
-#: s/GiB and 490 MB/s against 1.1 and 930 MB/s here (nbio compare, 512 MiB).
+#: buffer. Asking 64 KiB instead makes read() memmove what remains on every call: a quarter
+#: of the speed and five times the server's CPU (docs/results/tuning-1gib.json).
 READ_SIZE = 1024 * 1024
 #: The StreamReader's limit, asyncio's default (``streams._DEFAULT_LIMIT``): it pauses the
 #: socket once it holds more than twice this. Named here so ``--tune`` can reach it.
 STREAM_LIMIT = 64 * 1024
 #: Connections the kernel queues before accept(); asyncio's default is 100.
 BACKLOG = 1024
-
-StartServer = Callable[[Sink, ServeOptions], Awaitable[asyncio.Server]]
 
 # --- connection -------------------------------------------------------------------------
 
@@ -79,11 +74,7 @@ async def start_listening(sink: Sink, options: ServeOptions) -> asyncio.Server:
     )
 
 
-async def serve_until_stopped(
-    options: ServeOptions,
-    emit: Callable[[Event], None],
-    start: StartServer = start_listening,
-) -> int:
+async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
     ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
     loop = asyncio.get_running_loop()
@@ -93,9 +84,9 @@ async def serve_until_stopped(
     stop_ticker = start_ticker(loop, delay, sink.expire)
     signals = loops.Signals(loop)
     try:
-        server = await start(sink, options)
+        server = await start_listening(sink, options)
         port = server.sockets[0].getsockname()[1]
-        emit(options.listening(port, loops.describe(loop)))
+        emit(options.listening(port, loops.loop_name(loop)))
         stopped_by = await signals.wait()
         server.close()  # stop accepting; connections already accepted carry on
         if not await loops.wait_idle(sink, options.grace, signals):
@@ -113,7 +104,7 @@ async def serve_until_stopped(
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+def serve(options: ServeOptions, emit: Emit) -> int:
     """Run the sink on the loop that ``options.loop`` names until a signal stops it; return
     that signal."""
     return loops.run(serve_until_stopped(options, emit), options.loop)
@@ -121,7 +112,7 @@ def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
 
 async def main() -> None:
     """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    await serve_until_stopped(ServeOptions(impl="asyncio-streams"), lambda e: print(describe(e)))
+    await serve_until_stopped(ServeOptions(impl="asyncio-streams"), lambda e: print(e.text()))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The talk's ``other_task`` on asyncio's loop: ``call_later`` every 10 ms, measuring how
-late each call comes. Siblings: twisted_impl/ticker.py, tornado_impl/ticker.py."""
+late each call comes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from common.loopdelay import LoopDelay, OnTick
+from ..common.loopdelay import LoopDelay, OnTick
 
 __all__ = ["start_ticker"]
 

@@ -2,6 +2,6 @@
 reused buffer for ``recv_into`` and ``sendall`` for the client. The plain-sockets baseline
 that the frameworks are measured against.
 
-Siblings with the same module names: asyncio_impl/, twisted_impl/, tornado_impl/,
-selectors_impl/.
+The same modules, functions and sections as every implementation package (a test checks
+the mirror): server.py, client.py, loops.py, ticker.py.
 """

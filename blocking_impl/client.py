@@ -1,7 +1,7 @@
 """Large-payload client on blocking sockets: one thread per connection, each calling
 ``sendall(chunk)``, which returns once the kernel has taken the whole chunk, then
 ``shutdown(SHUT_WR)`` and a ``recv`` that returns b"" when the sink closes: the receipt. The
-main thread ticks meanwhile. Siblings: selectors_impl/client.py, asyncio_impl/client.py.
+main thread ticks meanwhile.
 """
 
 from __future__ import annotations
@@ -11,19 +11,19 @@ import socket
 import threading
 import time
 
-from blocking_impl import loops
-from blocking_impl.ticker import Ticker
-from common.accounting import SendAccount
-from common.interface import (
+from ..common.accounting import SendAccount
+from ..common.interface import (
     CloseTimeout,
     Progress,
     SendFailed,
     SendOptions,
     SendResult,
-    describe_error,
+    error_text,
 )
-from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload, PayloadError
+from ..common.loopdelay import LoopDelay
+from ..common.payload import TALK_SIZE, Payload, PayloadError
+from . import loops
+from .ticker import start_ticker
 
 __all__ = ["main", "send", "send_all", "send_one"]
 
@@ -57,8 +57,9 @@ def send_one(
 
 
 def send_all(options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers in as many threads, ticking in this one."""
-    lock = threading.Lock()
+    """Run ``options.connections`` transfers in as many threads, ticking in this one; on
+    SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    lock = threading.RLock()  # what the ticker takes: no worker reads the delay here
     delay = LoopDelay()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
     sockets: list[socket.socket] = []
@@ -71,7 +72,7 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
             failures.append(exc)
 
     threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in accounts]
-    ticker = Ticker(delay, lock)
+    ticker = start_ticker(lock, delay)
     signals = loops.Signals()
     try:
         for thread in threads:
@@ -90,7 +91,7 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
         went_out = sum(account.handed_to_kernel for account in accounts)
         if signals.arrived:
             raise SendFailed.interrupted(signals.arrived[0], went_out)
-        raise SendFailed(describe_error(failures[0]), went_out)
+        raise SendFailed(error_text(failures[0]), went_out)
     ticker.stop()
     with lock:
         return SendResult.from_accounts(accounts, delay.stats())
@@ -101,7 +102,7 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
 
 def send(options: SendOptions, progress: Progress) -> SendResult:
     """Send in threads; raise SendFailed if any transfer fails."""
-    return send_all(options, progress)
+    return loops.run(lambda: send_all(options, progress), options.loop)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Sink server on blocking sockets: an accepting thread and one thread per connection, each
 reading with ``recv_into`` into a buffer it reuses. The main thread ticks and waits for the
-signal. Siblings: selectors_impl/server.py, asyncio_impl/server.py.
+signal.
 """
 
 from __future__ import annotations
@@ -8,16 +8,22 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
 
-from blocking_impl import loops
-from blocking_impl.ticker import Ticker
-from common.events import EOF, ERROR, RESET, Event, describe
-from common.interface import RESET_LINGER, ServeOptions, describe_error, format_peer
-from common.loopdelay import LoopDelay
-from common.sink import Sink
+from ..common.events import EOF, ERROR, RESET
+from ..common.interface import RESET_LINGER, Emit, ServeOptions, error_text, format_peer
+from ..common.loopdelay import LoopDelay
+from . import loops
+from .loops import SharedSink
+from .ticker import start_ticker
 
-__all__ = ["accept_connections", "handle_connection", "main", "serve", "serve_until_stopped"]
+__all__ = [
+    "Acceptor",
+    "handle_connection",
+    "main",
+    "serve",
+    "serve_until_stopped",
+    "start_listening",
+]
 
 #: Bytes per recv_into(), into a buffer each connection's thread reuses.
 READ_SIZE = 256 * 1024
@@ -27,7 +33,7 @@ BACKLOG = 1024
 # --- connection -------------------------------------------------------------------------
 
 
-def handle_connection(sink: Sink, lock: threading.Lock, sock: socket.socket, peer: str) -> None:
+def handle_connection(sink: SharedSink, sock: socket.socket, peer: str) -> None:
     """Count one connection's bytes until EOF, then report it (in this connection's thread)."""
     buffer = memoryview(bytearray(READ_SIZE))
 
@@ -35,8 +41,7 @@ def handle_connection(sink: Sink, lock: threading.Lock, sock: socket.socket, pee
         # Wakes our blocked recv_into() from another thread: it returns 0.
         sock.shutdown(socket.SHUT_RDWR)
 
-    with lock:  # the Sink is shared by every thread
-        connection = sink.open(peer, time.monotonic(), abort)
+    connection = sink.open(peer, time.monotonic(), abort)
     if connection is None:  # --max-connections are open: reset, and reported
         _reset(sock)
         return
@@ -49,12 +54,8 @@ def handle_connection(sink: Sink, lock: threading.Lock, sock: socket.socket, pee
     except OSError:
         outcome = ERROR
     finally:
-        with lock:
-            sink.close(connection, outcome, time.monotonic())
+        sink.close(connection, outcome, time.monotonic())
         sock.close()
-
-
-# --- server -----------------------------------------------------------------------------
 
 
 def _reset(sock: socket.socket) -> None:
@@ -62,77 +63,85 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def accept_connections(
-    sink: Sink, lock: threading.Lock, listener: socket.socket, stopping: threading.Event
-) -> None:
-    """Accept until ``stopping`` is set, a thread per connection. When accept() fails
-    (out of descriptors, say) or a thread cannot start, stop accepting for the sink's
-    back-off, then go on: the connections wait in the kernel's queue meanwhile."""
-    while not stopping.is_set():
-        try:
-            sock, address = listener.accept()
-        except ConnectionAbortedError:  # gone before we accepted it
-            continue
-        except OSError as exc:
-            if stopping.is_set():
-                return  # the listener was shut down to wake us: stop accepting
-            with lock:
-                pause = sink.accept_failed(describe_error(exc), time.monotonic())
-            stopping.wait(pause)
-            continue
-        peer = format_peer(address)
-        thread = threading.Thread(target=handle_connection, args=(sink, lock, sock, peer))
-        thread.daemon = True
-        try:
-            thread.start()
-        except RuntimeError as exc:  # "can't start new thread": out of memory or a limit
-            _reset(sock)
-            reason = f"no thread for it ({exc})"
-            with lock:
-                sink.reject(peer, reason)
-                pause = sink.accept_failed(reason, time.monotonic())
-            stopping.wait(pause)
+# --- server -----------------------------------------------------------------------------
 
 
-def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+class Acceptor(threading.Thread):
+    """The thread that accepts, a thread per connection, until :meth:`stop`. When accept()
+    fails (out of descriptors, say) or a thread cannot start, it stops accepting for the
+    sink's back-off, then goes on: the connections wait in the kernel's queue meanwhile."""
+
+    def __init__(self, sink: SharedSink, listener: socket.socket) -> None:
+        super().__init__(name="acceptor")
+        self.listener = listener
+        self._sink = sink
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, address = self.listener.accept()
+            except ConnectionAbortedError:  # gone before we accepted it
+                continue
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return  # stop() shut the listener down to wake us
+                self._stopping.wait(self._sink.accept_failed(error_text(exc), time.monotonic()))
+                continue
+            peer = format_peer(address)
+            thread = threading.Thread(target=handle_connection, args=(self._sink, sock, peer))
+            thread.daemon = True
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread": out of memory or a limit
+                _reset(sock)
+                reason = f"no thread for it ({exc})"
+                self._sink.reject(peer, reason)
+                self._stopping.wait(self._sink.accept_failed(reason, time.monotonic()))
+
+    def stop(self) -> None:
+        """Stop accepting: connections already accepted carry on."""
+        self._stopping.set()
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.join()
+        self.listener.close()
+
+
+def start_listening(sink: SharedSink, options: ServeOptions) -> Acceptor:
+    """Listen on ``options.host:port`` and accept in a thread of its own."""
+    # The family of the host asked for (create_server alone would take IPv4 only); an IPv6
+    # listener on "::" is IPv6 only, as asyncio's.
+    family = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)[0][0]
+    listener = socket.create_server((options.host, options.port), family=family, backlog=BACKLOG)
+    acceptor = Acceptor(sink, listener)
+    acceptor.start()
+    return acceptor
+
+
+def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
     ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
-    lock = threading.Lock()
     delay = LoopDelay()
+    sink = options.sink(delay, emit, SharedSink)
+    ticker = start_ticker(sink.lock, delay, sink.expire)
     signals = loops.Signals()
-    sink = options.sink(delay, emit)
     idle = threading.Event()
-    stopping = threading.Event()
     try:
-        # The family of the host asked for (create_server alone would take IPv4 only); an
-        # IPv6 listener on "::" is IPv6 only, as asyncio's.
-        family = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)[0][0]
-        listener = socket.create_server(
-            (options.host, options.port), family=family, backlog=BACKLOG
-        )
-        acceptor = threading.Thread(
-            target=accept_connections, args=(sink, lock, listener, stopping)
-        )
-        acceptor.start()
-        with lock:
-            emit(options.listening(listener.getsockname()[1], loops.describe()))
-        ticker = Ticker(delay, lock, sink.expire)
+        acceptor = start_listening(sink, options)
+        port = acceptor.listener.getsockname()[1]
+        with sink.lock:
+            emit(options.listening(port, loops.loop_name()))
         ticker.run_until(lambda: bool(signals.arrived))
-        stopping.set()
-        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); then stop accepting
-        listener.close()
-        acceptor.join()
-        with lock:
-            sink.when_idle(idle.set)
+        acceptor.stop()
+        sink.when_idle(idle.set)
         # A second signal cuts the grace period short.
         ticker.run_until(lambda: idle.is_set() or len(signals.arrived) > 1, options.grace)
         if not idle.is_set():
-            with lock:
-                sink.abort_all()
+            sink.abort_all()
             ticker.run_until(idle.is_set)
     finally:
         signals.close()
-    with lock:
+    with sink.lock:
         emit(sink.stopped())
     return signals.arrived[0]
 
@@ -140,15 +149,15 @@ def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) ->
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+def serve(options: ServeOptions, emit: Emit) -> int:
     """Run the sink in this thread and its workers until a signal stops it; return that
     signal."""
-    return serve_until_stopped(options, emit)
+    return loops.run(lambda: serve_until_stopped(options, emit), options.loop)
 
 
 def main() -> None:
     """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    serve_until_stopped(ServeOptions(impl="blocking"), lambda e: print(describe(e)))
+    serve_until_stopped(ServeOptions(impl="blocking"), lambda e: print(e.text()))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """The talk's ``other_task`` with threads: the main thread ticks every 10 ms while worker
 threads move the bytes. Its lateness measures how promptly a thread gets the GIL back from
-busy workers (``sys.getswitchinterval()``, 5 ms), not how late a single-threaded loop runs.
-Siblings: asyncio_impl/ticker.py, selectors_impl/ticker.py."""
+busy workers (``sys.getswitchinterval()``, 5 ms), not how late a single-threaded loop runs."""
 
 from __future__ import annotations
 
@@ -9,16 +8,23 @@ import threading
 import time
 from collections.abc import Callable
 
-from common.loopdelay import LoopDelay, OnTick
+from ..common.loopdelay import LoopDelay, OnTick
 
-__all__ = ["Ticker"]
+__all__ = ["Ticker", "start_ticker"]
+
+
+# No loop keeps our timer: the calling thread ticks while it waits (Ticker.run_until), under
+# the lock the worker threads take (where the others take their loop).
+def start_ticker(lock: threading.RLock, delay: LoopDelay, on_tick: OnTick | None = None) -> Ticker:
+    """Tick into ``delay`` (and call ``on_tick``) whenever the returned Ticker runs."""
+    return Ticker(lock, delay, on_tick)
 
 
 class Ticker:
     """Ticks into ``delay`` in the calling thread, whenever :meth:`run_until` runs."""
 
     def __init__(
-        self, delay: LoopDelay, lock: threading.Lock, on_tick: OnTick | None = None
+        self, lock: threading.RLock, delay: LoopDelay, on_tick: OnTick | None = None
     ) -> None:
         self._delay = delay
         self._lock = lock  # the delay is read by worker threads when a connection ends

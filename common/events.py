@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from common.loopdelay import DelayStats
-from common.sizes import human_size
+from .loopdelay import DelayStats
+from .sizes import human_size
 
 __all__ = [
     "ABORTED",

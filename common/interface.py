@@ -1,7 +1,7 @@
 """The interface every implementation satisfies, and the options and results it speaks.
 
 An implementation is a server module with ``serve`` and a client module with ``send``
-(see :mod:`common.registry`). Both run their framework's loop until done, in this process.
+(see :mod:`nbio.registry`). Both run their framework's loop until done, in this process.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, overload, runtime_checkable
 
-from common.accounting import SendAccount, process_usage
-from common.events import Event, Listening
-from common.loopdelay import DelayStats, LoopDelay
-from common.payload import DEFAULT_CHUNK_SIZE, Payload
-from common.sink import Sink
+from .accounting import SendAccount, process_usage
+from .events import Event, Listening
+from .loopdelay import DelayStats, LoopDelay
+from .payload import DEFAULT_CHUNK_SIZE, Payload
+from .sink import Sink
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -38,7 +38,7 @@ __all__ = [
     "SendResult",
     "ServeOptions",
     "Server",
-    "describe_error",
+    "error_text",
     "format_peer",
     "signal_name",
 ]
@@ -58,6 +58,7 @@ CLOSE_TIMEOUT = 30.0
 RESET_LINGER = struct.pack("ii", 1, 0)
 
 Emit = Callable[[Event], None]
+S = TypeVar("S", bound=Sink)
 Progress = Callable[[int], None]
 
 
@@ -75,9 +76,15 @@ class ServeOptions:
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     tune: tuple[tuple[str, int], ...] = ()  # knobs the CLI set before serving (--tune)
 
-    def sink(self, delay: LoopDelay, emit: Emit) -> Sink:
-        """The framework-free state of a server with these options."""
-        return Sink(self.digest, delay, emit, self.max_connections, self.idle_timeout)
+    @overload
+    def sink(self, delay: LoopDelay, emit: Emit) -> Sink: ...
+
+    @overload
+    def sink(self, delay: LoopDelay, emit: Emit, kind: type[S]) -> S: ...
+
+    def sink(self, delay: LoopDelay, emit: Emit, kind: type[Sink] = Sink) -> Sink:
+        """The framework-free state of a server with these options (a ``kind`` of Sink)."""
+        return kind(self.digest, delay, emit, self.max_connections, self.idle_timeout)
 
     def listening(self, port: int, loop_impl: str) -> Listening:
         """The ``listening`` event of a server with these options, on ``port``."""
@@ -203,7 +210,7 @@ class Implementation(Server, Client, Protocol):
     name: str
 
 
-def describe_error(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     """Return a short message for a socket error, the same words in every framework."""
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host ({exc.strerror})"

@@ -20,8 +20,8 @@ import errno
 from collections import Counter
 from collections.abc import Callable
 
-from common.accounting import Buffer, ByteAccount
-from common.events import (
+from .accounting import Buffer, ByteAccount
+from .events import (
     ABORTED,
     MAX_CONNECTIONS,
     TIMEOUT,
@@ -32,7 +32,7 @@ from common.events import (
     Rejected,
     Stopped,
 )
-from common.loopdelay import LoopDelay
+from .loopdelay import LoopDelay
 
 __all__ = [
     "ACCEPT_RETRY_FIRST",

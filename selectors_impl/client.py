@@ -3,7 +3,6 @@
 A non-blocking ``send`` may take part of a chunk (a partial send) or nothing (EAGAIN); then
 the task waits until the socket is writable, in ``select()``, instead of spinning. After the
 last byte, ``shutdown(SHUT_WR)`` half-closes, and the sink's own close is the receipt.
-Siblings: asyncio_impl/client.py, twisted_impl/client.py, tornado_impl/client.py.
 """
 
 from __future__ import annotations
@@ -11,19 +10,19 @@ from __future__ import annotations
 import errno
 import socket
 
-from common.accounting import SendAccount
-from common.interface import (
+from ..common.accounting import SendAccount
+from ..common.interface import (
     CloseTimeout,
     Progress,
     SendFailed,
     SendOptions,
     SendResult,
-    describe_error,
+    error_text,
 )
-from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload
-from selectors_impl import loops
-from selectors_impl.loop import (
+from ..common.loopdelay import LoopDelay
+from ..common.payload import TALK_SIZE, Payload
+from . import loops
+from .mainloop import (
     Loop,
     TooSlow,
     current_loop,
@@ -32,14 +31,14 @@ from selectors_impl.loop import (
     wait_readable,
     wait_writable,
 )
-from selectors_impl.ticker import start_ticker
+from .ticker import start_ticker
 
-__all__ = ["connect", "main", "send", "send_all", "send_one", "until_eof"]
+__all__ = ["main", "send", "send_all", "send_one"]
 
 # --- connection -------------------------------------------------------------------------
 
 
-async def connect(host: str, port: int) -> socket.socket:
+async def _connect(host: str, port: int) -> socket.socket:
     """Connect without blocking: start connecting, wait until writable, read the outcome."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     sock = socket.socket(family, kind, proto)
@@ -60,7 +59,7 @@ async def connect(host: str, port: int) -> socket.socket:
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection with non-blocking sends."""
     loop = current_loop()
-    sock = await connect(options.host, options.port)
+    sock = await _connect(options.host, options.port)
     try:
         for chunk in options.payload.chunks(options.chunk_size):
             view = memoryview(chunk)
@@ -80,7 +79,7 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
         # The sink closes only after reading our EOF: its close is the receipt.
         try:
             with fail_after(options.close_timeout):
-                await until_eof(sock)
+                await _until_eof(sock)
         except TooSlow:
             raise CloseTimeout(options.close_timeout) from None
         account.end(loop.time())
@@ -88,7 +87,7 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
         sock.close()
 
 
-async def until_eof(sock: socket.socket) -> None:
+async def _until_eof(sock: socket.socket) -> None:
     """Read until the peer closes; a sink says nothing, so whatever comes is dropped."""
     while True:
         try:
@@ -103,7 +102,7 @@ async def until_eof(sock: socket.socket) -> None:
 
 async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     """Run ``options.connections`` transfers at once on this loop, with the ticker beside
-    them."""
+    them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
     loop = current_loop()
     delay = LoopDelay()
     stop_ticker = start_ticker(loop, delay)
@@ -119,7 +118,7 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     if interrupted is not None:
         raise SendFailed.interrupted(interrupted, went_out)
     if error is not None:
-        raise SendFailed(describe_error(error), went_out)
+        raise SendFailed(error_text(error), went_out)
     return SendResult.from_accounts(accounts, delay.stats())
 
 

@@ -8,8 +8,8 @@ import socket
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from common.sink import Sink
-from selectors_impl.loop import (
+from ..common.sink import Sink
+from .mainloop import (
     SELECTORS,
     Cancelled,
     Event,
@@ -19,7 +19,7 @@ from selectors_impl.loop import (
     wait_readable,
 )
 
-__all__ = ["Signals", "describe", "run", "wait_idle", "wait_or_signal"]
+__all__ = ["Signals", "loop_name", "run", "wait_idle", "wait_or_signal"]
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ def run(main: Coroutine[Any, Any, T], loop: str) -> T:
     return result
 
 
-def describe(loop: Loop) -> str:
+def loop_name(loop: Loop) -> str:
     """Name our loop and its selector: ``selectors_impl.Loop/epoll``."""
     selector = type(loop.selector).__name__.removesuffix("Selector").lower()
     return f"selectors_impl.Loop/{selector}"

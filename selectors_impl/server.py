@@ -1,24 +1,21 @@
 """Sink server on our own selectors loop: non-blocking ``accept`` and ``recv_into``, and a
 wait for readability whenever the socket has nothing (EAGAIN).
-
-Siblings: asyncio_impl/server.py, twisted_impl/server.py, tornado_impl/server.py.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 
-from common.burst import Burst
-from common.events import EOF, ERROR, RESET, Event, describe
-from common.interface import RESET_LINGER, ServeOptions, describe_error, format_peer
-from common.loopdelay import LoopDelay
-from common.sink import Sink
-from selectors_impl import loops
-from selectors_impl.loop import Cancelled, Loop, Task, current_loop, sleep, wait_readable
-from selectors_impl.ticker import start_ticker
+from ..common.burst import Burst
+from ..common.events import EOF, ERROR, RESET
+from ..common.interface import RESET_LINGER, Emit, ServeOptions, error_text, format_peer
+from ..common.loopdelay import LoopDelay
+from ..common.sink import Sink
+from . import loops
+from .mainloop import Cancelled, Loop, Task, current_loop, sleep, wait_readable
+from .ticker import start_ticker
 
-__all__ = ["accept_connections", "handle_connection", "main", "serve", "serve_until_stopped"]
+__all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
 
 #: Bytes per recv_into(). One buffer serves every connection: a task reads into it and
 #: counts what it read before it can wait again, so no two reads overlap.
@@ -67,29 +64,43 @@ async def handle_connection(sink: Sink, sock: socket.socket, peer: str, buffer: 
 # --- server -----------------------------------------------------------------------------
 
 
-async def accept_connections(sink: Sink, listener: socket.socket) -> None:
+async def start_listening(sink: Sink, options: ServeOptions) -> tuple[socket.socket, Task]:
+    """Listen on ``options.host:port``, and accept in a task of its own; return the listener
+    and that task, whose cancel() stops accepting."""
+    # The family of the host asked for (create_server alone would take IPv4 only); an IPv6
+    # listener on "::" is IPv6 only, as asyncio's.
+    family = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)[0][0]
+    listener = socket.create_server((options.host, options.port), family=family, backlog=BACKLOG)
+    listener.setblocking(False)
+    return listener, current_loop().spawn(_accept_connections(sink, listener))
+
+
+async def _accept_connections(sink: Sink, listener: socket.socket) -> None:
     """Accept every pending connection whenever the listener is readable. When accept()
     fails (out of descriptors, say), stop accepting for the sink's back-off, then go on:
     the connections wait in the kernel's queue meanwhile."""
     loop = current_loop()
     buffer = memoryview(bytearray(READ_SIZE))
-    while True:
-        await wait_readable(listener)
+    try:
         while True:
-            try:
-                sock, address = listener.accept()
-            except BlockingIOError:
-                break
-            except ConnectionAbortedError:  # gone before we accepted it
-                continue
-            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: never stop
-                await sleep(sink.accept_failed(describe_error(exc), loop.time()))
-                break
-            sock.setblocking(False)
-            loop.spawn(handle_connection(sink, sock, format_peer(address), buffer))
+            await wait_readable(listener)
+            while True:
+                try:
+                    sock, address = listener.accept()
+                except BlockingIOError:
+                    break
+                except ConnectionAbortedError:  # gone before we accepted it
+                    continue
+                except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: never stop
+                    await sleep(sink.accept_failed(error_text(exc), loop.time()))
+                    break
+                sock.setblocking(False)
+                loop.spawn(handle_connection(sink, sock, format_peer(address), buffer))
+    finally:
+        listener.close()
 
 
-async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
     ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
     loop = current_loop()
@@ -97,19 +108,11 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
     sink = options.sink(delay, emit)
     stop_ticker = start_ticker(loop, delay, sink.expire)
     signals = loops.Signals()
-    listener: socket.socket | None = None
     acceptor: Task | None = None
     try:
-        # The family of the host asked for (create_server alone would take IPv4 only); an
-        # IPv6 listener on "::" is IPv6 only, as asyncio's.
-        family = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)[0][0]
-        listener = socket.create_server(
-            (options.host, options.port), family=family, backlog=BACKLOG
-        )
-        listener.setblocking(False)
-        acceptor = loop.spawn(accept_connections(sink, listener))
+        listener, acceptor = await start_listening(sink, options)
         port = listener.getsockname()[1]
-        emit(options.listening(port, loops.describe(loop)))
+        emit(options.listening(port, loops.loop_name(loop)))
         stopped_by = await signals.wait()
         acceptor.cancel()  # stop accepting; connections already accepted carry on
         if not await loops.wait_idle(sink, options.grace, signals):
@@ -118,8 +121,6 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
     finally:
         if acceptor is not None:
             acceptor.cancel()
-        if listener is not None:
-            listener.close()
         stop_ticker()
         signals.close()
     emit(sink.stopped())
@@ -129,7 +130,7 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+def serve(options: ServeOptions, emit: Emit) -> int:
     """Run the sink on the selector that ``options.loop`` names until a signal stops it;
     return that signal."""
     return loops.run(serve_until_stopped(options, emit), options.loop)
@@ -137,7 +138,7 @@ def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
 
 def main() -> None:
     """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    Loop().run(serve_until_stopped(ServeOptions(impl="selectors"), lambda e: print(describe(e))))
+    Loop().run(serve_until_stopped(ServeOptions(impl="selectors"), lambda e: print(e.text())))
 
 
 if __name__ == "__main__":

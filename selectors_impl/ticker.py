@@ -1,14 +1,13 @@
 """The talk's ``other_task`` on our own loop: a task that sleeps 10 ms at a time on the
-timer heap, measuring how late it wakes. Siblings: asyncio_impl/ticker.py,
-twisted_impl/ticker.py, tornado_impl/ticker.py."""
+timer heap, measuring how late it wakes."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from common.loopdelay import LoopDelay, OnTick
-from selectors_impl.loop import Loop, sleep_until
+from ..common.loopdelay import LoopDelay, OnTick
+from .mainloop import Loop, sleep_until
 
 __all__ = ["start_ticker"]
 

@@ -10,7 +10,7 @@ import itertools
 import pytest
 from harness import Target, param_id
 
-from common import registry
+from nbio import registry
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -3,8 +3,7 @@ for every chunk, then a half-close and the sink's own close, then ``close()``.
 
 The write future resolves when that chunk has reached the kernel: awaiting it is the flow
 control that Tornado's maintainers recommend (tornado issue 1939), since
-``max_write_buffer_size`` is unlimited by default. Siblings: asyncio_impl/client.py,
-twisted_impl/client.py.
+``max_write_buffer_size`` is unlimited by default.
 """
 
 from __future__ import annotations
@@ -17,20 +16,20 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.tcpclient import TCPClient
 
-from common.accounting import SendAccount
-from common.burst import Burst
-from common.interface import (
+from ..common.accounting import SendAccount
+from ..common.burst import Burst
+from ..common.interface import (
     CloseTimeout,
     Progress,
     SendFailed,
     SendOptions,
     SendResult,
-    describe_error,
+    error_text,
 )
-from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload, PayloadError
-from tornado_impl import loops
-from tornado_impl.ticker import start_ticker
+from ..common.loopdelay import LoopDelay
+from ..common.payload import TALK_SIZE, Payload, PayloadError
+from . import loops
+from .ticker import start_ticker
 
 __all__ = ["main", "send", "send_all", "send_one"]
 
@@ -73,14 +72,14 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
         stream.close()  # on failure: drop what is buffered
 
 
-def describe_stream_error(exc: BaseException) -> str:
+def _stream_error_text(exc: BaseException) -> str:
     """The same short message as the other clients give; a StreamClosedError carries the
     socket error underneath as ``real_error``."""
     if isinstance(exc, StreamClosedError):
         if exc.real_error is not None:
-            return describe_error(exc.real_error)
+            return error_text(exc.real_error)
         return "connection closed by peer before the payload was sent"
-    return describe_error(exc)
+    return error_text(exc)
 
 
 # --- client -----------------------------------------------------------------------------
@@ -88,7 +87,7 @@ def describe_stream_error(exc: BaseException) -> str:
 
 async def send_all(options: SendOptions, progress: Progress) -> SendResult:
     """Run ``options.connections`` transfers at once on this IOLoop, with the ticker beside
-    them."""
+    them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
     io_loop = IOLoop.current()
     delay = LoopDelay()
     stop_ticker = start_ticker(io_loop, delay)
@@ -102,7 +101,7 @@ async def send_all(options: SendOptions, progress: Progress) -> SendResult:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         went_out = sum(account.handed_to_kernel for account in accounts)
-        raise SendFailed(describe_stream_error(exc), went_out) from None
+        raise SendFailed(_stream_error_text(exc), went_out) from None
     finally:
         stop_ticker()
         signals.close()

@@ -10,14 +10,14 @@ from typing import Any
 
 from tornado.ioloop import IOLoop
 
-from asyncio_impl import loops as asyncio_loops
-from asyncio_impl.loops import Signals, run, wait_idle, wait_or_signal
-from common.interface import RESET_LINGER, describe_error
-from common.sink import Sink, out_of_resources
+from ..asyncio_impl import loops as asyncio_loops
+from ..asyncio_impl.loops import Signals, run, wait_idle, wait_or_signal
+from ..common.interface import RESET_LINGER, error_text
+from ..common.sink import Sink, out_of_resources
 
 __all__ = [
     "Signals",
-    "describe",
+    "loop_name",
     "report_accept_trouble",
     "reset",
     "run",
@@ -26,9 +26,9 @@ __all__ = [
 ]
 
 
-def describe(io_loop: IOLoop) -> str:
+def loop_name(io_loop: IOLoop) -> str:
     """Name the IOLoop and the asyncio loop under it: ``AsyncIOMainLoop/asyncio...``."""
-    return f"{type(io_loop).__name__}/{asyncio_loops.describe(asyncio.get_running_loop())}"
+    return f"{type(io_loop).__name__}/{asyncio_loops.loop_name(asyncio.get_running_loop())}"
 
 
 def reset(sock: socket.socket | None) -> None:
@@ -61,7 +61,7 @@ def report_accept_trouble(io_loop: IOLoop, listeners: list[socket.socket], sink:
         if out_of_resources(error):
             assert error is not None
             if not paused[0]:
-                pause = sink.accept_failed(describe_error(error), time.monotonic())
+                pause = sink.accept_failed(error_text(error), time.monotonic())
                 for sock in listeners:
                     io_loop.update_handler(sock.fileno(), 0)
                 io_loop.call_later(pause, resume)

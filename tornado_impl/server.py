@@ -2,29 +2,29 @@
 ``read_into(buffer, partial=True)`` until ``StreamClosedError``.
 
 Never ``read_until_close()`` in a sink: it buffers up to ``max_buffer_size`` (100 MB), then
-fails. Siblings: asyncio_impl/server.py, twisted_impl/server.py.
+fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
-from collections.abc import Callable
 
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
-from common.burst import Burst
-from common.events import EOF, ERROR, RESET, Event, describe
-from common.interface import ServeOptions, format_peer
-from common.loopdelay import LoopDelay
-from common.sink import Sink
-from tornado_impl import loops
-from tornado_impl.ticker import start_ticker
+from ..common.burst import Burst
+from ..common.events import EOF, ERROR, RESET
+from ..common.interface import Emit, ServeOptions, format_peer
+from ..common.loopdelay import LoopDelay
+from ..common.sink import Sink
+from . import loops
+from .ticker import start_ticker
 
-__all__ = ["SinkServer", "main", "serve", "serve_until_stopped"]
+__all__ = ["SinkServer", "main", "serve", "serve_until_stopped", "start_listening"]
 
 #: Bytes per read_into(); IOStream's own read_chunk_size is 64 KiB too. Each connection has
 #: its own buffer: a pending read_into() owns it until the read completes.
@@ -41,6 +41,7 @@ class SinkServer(TCPServer):
     def __init__(self, sink: Sink) -> None:
         super().__init__()
         self._sink = sink
+        self.listeners: list[socket.socket] = []  # what start_listening() added
 
     async def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
         # IOStream has no abort: close() drops what it buffered and sends FIN, not RST.
@@ -76,7 +77,15 @@ class SinkServer(TCPServer):
 # --- server -----------------------------------------------------------------------------
 
 
-async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+async def start_listening(sink: Sink, options: ServeOptions) -> SinkServer:
+    """Listen on ``options.host:port`` with a :class:`SinkServer` (a coroutine per stream)."""
+    server = SinkServer(sink)
+    server.listeners = bind_sockets(options.port, address=options.host, backlog=BACKLOG)
+    server.add_sockets(server.listeners)
+    return server
+
+
+async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
     ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
     io_loop = IOLoop.current()
@@ -85,12 +94,11 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
     stop_ticker = start_ticker(io_loop, delay, sink.expire)
     signals = loops.Signals(asyncio.get_running_loop())
     try:
-        sockets = bind_sockets(options.port, address=options.host, backlog=BACKLOG)
-        loops.report_accept_trouble(io_loop, sockets, sink)
-        server = SinkServer(sink)
-        server.add_sockets(sockets)
-        port = sockets[0].getsockname()[1]
-        emit(options.listening(port, loops.describe(io_loop)))
+        server = await start_listening(sink, options)
+        # After listening: Tornado's accept handler needs its listeners paused by hand.
+        loops.report_accept_trouble(io_loop, server.listeners, sink)
+        port = server.listeners[0].getsockname()[1]
+        emit(options.listening(port, loops.loop_name(io_loop)))
         stopped_by = await signals.wait()
         server.stop()  # stop accepting; it leaves accepted streams open: the sink tracks them
         if not await loops.wait_idle(sink, options.grace, signals):
@@ -106,7 +114,7 @@ async def serve_until_stopped(options: ServeOptions, emit: Callable[[Event], Non
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+def serve(options: ServeOptions, emit: Emit) -> int:
     """Run the sink on the loop that ``options.loop`` names until a signal stops it; return
     that signal."""
     return loops.run(serve_until_stopped(options, emit), options.loop)
@@ -114,7 +122,7 @@ def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
 
 async def main() -> None:
     """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    await serve_until_stopped(ServeOptions(impl="tornado"), lambda e: print(describe(e)))
+    await serve_until_stopped(ServeOptions(impl="tornado"), lambda e: print(e.text()))
 
 
 if __name__ == "__main__":

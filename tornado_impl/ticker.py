@@ -1,5 +1,5 @@
 """The talk's ``other_task`` on the IOLoop: ``IOLoop.call_later`` every 10 ms, measuring how
-late each call comes. Siblings: asyncio_impl/ticker.py, twisted_impl/ticker.py."""
+late each call comes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import cast
 
 from tornado.ioloop import IOLoop
 
-from common.loopdelay import LoopDelay, OnTick
+from ..common.loopdelay import LoopDelay, OnTick
 
 __all__ = ["start_ticker"]
 

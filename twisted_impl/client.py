@@ -2,8 +2,6 @@
 the transport; the transport pauses it when its buffer passes ``bufferSize`` and resumes it
 when the buffer is empty. Nothing is poured into ``transport.write()`` unasked. After the last
 chunk, ``loseWriteConnection()`` half-closes, and the sink's own close is the receipt.
-
-Siblings: asyncio_impl/client.py, asyncio_impl/protocol_client.py, tornado_impl/client.py.
 """
 
 from __future__ import annotations
@@ -27,22 +25,22 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from common.accounting import SendAccount
-from common.burst import Burst
-from common.interface import (
+from ..common.accounting import SendAccount
+from ..common.burst import Burst
+from ..common.interface import (
     CloseTimeout,
     Progress,
     SendFailed,
     SendOptions,
     SendResult,
-    describe_error,
+    error_text,
 )
-from common.loopdelay import LoopDelay
-from common.payload import TALK_SIZE, Payload, PayloadError
-from twisted_impl import loops
-from twisted_impl.ticker import start_ticker
+from ..common.loopdelay import LoopDelay
+from ..common.payload import TALK_SIZE, Payload, PayloadError
+from . import loops
+from .ticker import start_ticker
 
-__all__ = ["PayloadProtocol", "describe_failure", "main", "send", "send_all", "send_one"]
+__all__ = ["PayloadProtocol", "_failure_text", "main", "send", "send_all", "send_one"]
 
 # --- connection -------------------------------------------------------------------------
 
@@ -162,7 +160,7 @@ async def send_one(
         raise
 
 
-def describe_failure(failure: Failure) -> str:
+def _failure_text(failure: Failure) -> str:
     """Return the same short message for a Twisted failure as the other clients give."""
     if failure.check(PayloadError, CloseTimeout):
         return str(failure.value)
@@ -176,16 +174,17 @@ def describe_failure(failure: Failure) -> str:
         return "timed out"
     value = failure.value
     if isinstance(value, error.ConnectError) and isinstance(value.osError, OSError):
-        return describe_error(value.osError)
-    return describe_error(value) if value is not None else "failed"
+        return error_text(value.osError)
+    return error_text(value) if value is not None else "failed"
 
 
 # --- client -----------------------------------------------------------------------------
 
 
+# Twisted's coding standard: the reactor is passed in (first), never imported.
 async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progress) -> SendResult:
     """Run ``options.connections`` transfers at once on this reactor, with the ticker beside
-    them."""
+    them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
     delay = LoopDelay()
     stop_ticker = start_ticker(reactor, delay)
     signals = loops.Signals(reactor)
@@ -199,7 +198,7 @@ async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progres
             transfer.cancel()
         await defer.DeferredList(transfers, consumeErrors=True)
         went_out = sum(account.handed_to_kernel for account in accounts)
-        raise SendFailed(describe_failure(exc.subFailure), went_out) from None
+        raise SendFailed(_failure_text(exc.subFailure), went_out) from None
     finally:
         stop_ticker()
         signals.close()

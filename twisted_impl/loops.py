@@ -24,13 +24,13 @@ from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from common.interface import format_peer
-from common.sink import Sink
+from ..common.interface import format_peer
+from ..common.sink import Sink
 
 __all__ = [
     "Signals",
-    "describe",
     "install",
+    "loop_name",
     "report_accept_trouble",
     "run",
     "wait_idle",
@@ -100,7 +100,7 @@ def run(main: Callable[[ReactorBase], Coroutine[Any, Any, T]], loop: str) -> T:
     return cast(T, result)
 
 
-def describe(reactor: object) -> str:
+def loop_name(reactor: object) -> str:
     """Name the reactor in use, and the loop under an asyncio reactor."""
     name = type(reactor).__name__
     loop = getattr(reactor, "_asyncioEventloop", None)

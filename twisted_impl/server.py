@@ -2,30 +2,35 @@
 a ``Factory``, listening with ``reactor.listenTCP``.
 
 RFC 863 Discard, counted, as ``twisted.protocols.wire.Discard`` does it in five lines.
-Siblings: asyncio_impl/server.py, asyncio_impl/protocol_server.py, tornado_impl/server.py.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import cast
 
 from twisted.internet import defer, error, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.base import ReactorBase
-from twisted.internet.interfaces import IAddress, ITCPTransport
+from twisted.internet.interfaces import IAddress, IListeningPort, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from common.events import EOF, ERROR, RESET, Event, describe
-from common.interface import ServeOptions, format_peer
-from common.loopdelay import LoopDelay
-from common.sink import Connection, Sink
-from twisted_impl import loops
-from twisted_impl.ticker import start_ticker
+from ..common.events import EOF, ERROR, RESET
+from ..common.interface import Emit, ServeOptions, format_peer
+from ..common.loopdelay import LoopDelay
+from ..common.sink import Connection, Sink
+from . import loops
+from .ticker import start_ticker
 
-__all__ = ["SinkFactory", "SinkProtocol", "main", "serve", "serve_until_stopped"]
+__all__ = [
+    "SinkFactory",
+    "SinkProtocol",
+    "main",
+    "serve",
+    "serve_until_stopped",
+    "start_listening",
+]
 
 #: Connections the kernel queues before accept(); listenTCP's default is 50.
 BACKLOG = 1024
@@ -80,9 +85,19 @@ class SinkFactory(Factory):
 # --- server -----------------------------------------------------------------------------
 
 
-async def serve_until_stopped(
-    reactor: ReactorBase, options: ServeOptions, emit: Callable[[Event], None]
-) -> int:
+# Twisted's coding standard: the reactor is passed in (first), never imported.
+def start_listening(reactor: ReactorBase, sink: Sink, options: ServeOptions) -> IListeningPort:
+    """Listen on ``options.host:port`` with a :class:`SinkProtocol` per connection."""
+    try:
+        port: IListeningPort = reactor.listenTCP(  # type: ignore[attr-defined]
+            options.port, SinkFactory(sink), backlog=BACKLOG, interface=options.host
+        )
+    except error.CannotListenError as exc:
+        raise exc.socketError from None  # the OSError underneath, as the other servers raise
+    return port
+
+
+async def serve_until_stopped(reactor: ReactorBase, options: ServeOptions, emit: Emit) -> int:
     """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
     ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
     delay = LoopDelay()
@@ -90,17 +105,15 @@ async def serve_until_stopped(
     stop_ticker = start_ticker(reactor, delay, sink.expire)
     signals = loops.Signals(reactor)
     try:
-        try:
-            port = reactor.listenTCP(  # type: ignore[attr-defined]
-                options.port, SinkFactory(sink), backlog=BACKLOG, interface=options.host
-            )
-        except error.CannotListenError as exc:
-            raise exc.socketError from None  # the OSError underneath, as the other servers raise
+        port = start_listening(reactor, sink, options)
+        # After listening: Twisted reports accept trouble in its log, and we pause the port.
         stop_watching = loops.report_accept_trouble(reactor, port, sink)
         try:
-            emit(options.listening(port.getHost().port, loops.describe(reactor)))
+            address = cast(IPv4Address, port.getHost())
+            emit(options.listening(address.port, loops.loop_name(reactor)))
             stopped_by = await signals.wait()
-            await port.stopListening()  # stop accepting; connections already accepted carry on
+            # Stop accepting; connections already accepted carry on.
+            await defer.maybeDeferred(port.stopListening)
             if not await loops.wait_idle(reactor, sink, options.grace, signals):
                 sink.abort_all()
                 await loops.wait_idle(reactor, sink, None)
@@ -116,7 +129,7 @@ async def serve_until_stopped(
 # --- run --------------------------------------------------------------------------------
 
 
-def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
+def serve(options: ServeOptions, emit: Emit) -> int:
     """Run the sink on the reactor that ``options.loop`` names until a signal stops it;
     return that signal."""
     return loops.run(lambda reactor: serve_until_stopped(reactor, options, emit), options.loop)
@@ -124,7 +137,7 @@ def serve(options: ServeOptions, emit: Callable[[Event], None]) -> int:
 
 async def main(reactor: ReactorBase) -> None:
     """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    await serve_until_stopped(reactor, ServeOptions(impl="twisted"), lambda e: print(describe(e)))
+    await serve_until_stopped(reactor, ServeOptions(impl="twisted"), lambda e: print(e.text()))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The talk's ``other_task`` on the reactor: ``callLater`` every 10 ms, measuring how late
-each call comes. Siblings: asyncio_impl/ticker.py, tornado_impl/ticker.py."""
+each call comes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from common.loopdelay import LoopDelay, OnTick
+from ..common.loopdelay import LoopDelay, OnTick
 
 __all__ = ["start_ticker"]
 

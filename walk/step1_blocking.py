@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import time
 
-from walk import BIG, arguments
+from . import BIG, arguments
 
 
 def run(host: str, port: int, data: bytes = BIG) -> tuple[int, float]:

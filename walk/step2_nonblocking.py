@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from walk import BIG, arguments
+from . import BIG, arguments
 
 
 def run(host: str, port: int, data: bytes = BIG) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from walk import SMALL, arguments
+from . import SMALL, arguments
 
 
 def run(host: str, port: int, data: bytes = SMALL) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
-from walk import SMALL, arguments
+from . import SMALL, arguments
 
 Task = Generator[tuple[str, Any] | None, None, None]
 

@@ -13,13 +13,13 @@ import socket
 import unittest
 from typing import Any, cast
 
-from asyncio_impl import client, loops, protocol_client, protocol_server, server, ticker
-from common.accounting import SendAccount
-from common.events import Event, Received
-from common.interface import SendOptions, ServeOptions
-from common.loopdelay import LoopDelay
-from common.payload import Payload
-from common.sink import Sink
+from nbio.asyncio_impl import client, loops, protocol_client, protocol_server, server, ticker
+from nbio.common.accounting import SendAccount
+from nbio.common.events import Event, Received
+from nbio.common.interface import SendOptions, ServeOptions
+from nbio.common.loopdelay import LoopDelay
+from nbio.common.payload import Payload
+from nbio.common.sink import Sink
 
 TIMEOUT = 30
 
@@ -27,7 +27,7 @@ TIMEOUT = 30
 class SinkRoundTrip(unittest.IsolatedAsyncioTestCase):
     """Both servers and both clients, in one process, on one loop."""
 
-    async def _round_trip(self, start: Any, send_one: Any) -> list[Event]:
+    async def _round_trip(self, start: Any, send_all: Any) -> list[Event]:
         events: list[Event] = []
         delay = LoopDelay()
         sink = Sink("sha256", delay, events.append)
@@ -35,7 +35,7 @@ class SinkRoundTrip(unittest.IsolatedAsyncioTestCase):
         port = listener.sockets[0].getsockname()[1]
         payload = Payload(3 * 1024 * 1024 + 1, pattern="random")
         options = SendOptions(payload, port=port, connections=3, digest="sha256")
-        result = await asyncio.wait_for(client.send_all(options, lambda n: None, send_one), TIMEOUT)
+        result = await asyncio.wait_for(send_all(options, lambda n: None), TIMEOUT)
         idle = asyncio.get_running_loop().create_future()
         sink.when_idle(lambda: idle.set_result(None))
         await asyncio.wait_for(idle, TIMEOUT)
@@ -52,11 +52,11 @@ class SinkRoundTrip(unittest.IsolatedAsyncioTestCase):
 
     async def test_streams_client_to_streams_server(self) -> None:
         """write()+drain() into start_server's read(n) loop: every byte, three connections."""
-        await self._round_trip(server.start_listening, client.send_one)
+        await self._round_trip(server.start_listening, client.send_all)
 
     async def test_protocol_client_to_buffered_protocol_server(self) -> None:
         """pause_writing/resume_writing into a BufferedProtocol sharing one buffer."""
-        await self._round_trip(protocol_server.start_listening, protocol_client.send_one)
+        await self._round_trip(protocol_server.start_listening, protocol_client.send_all)
 
 
 class Backpressure(unittest.IsolatedAsyncioTestCase):

@@ -15,16 +15,15 @@ import pytest
 
 pytest.importorskip("tornado", reason="needs the tornado extra")
 
+from nbio.common.events import Event, Received
+from nbio.common.interface import SendFailed, SendOptions
+from nbio.common.loopdelay import LoopDelay
+from nbio.common.payload import Payload
+from nbio.common.sink import Sink
+from nbio.tornado_impl import client, server
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpserver import TCPServer
 from tornado.testing import AsyncTestCase, bind_unused_port, gen_test
-
-from common.events import Event, Received
-from common.interface import SendFailed, SendOptions
-from common.loopdelay import LoopDelay
-from common.payload import Payload
-from common.sink import Sink
-from tornado_impl import client, server
 
 TIMEOUT = 30
 

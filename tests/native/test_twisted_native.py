@@ -10,18 +10,17 @@ import pytest
 
 pytest_twisted = pytest.importorskip("pytest_twisted", reason="needs the twisted extra")
 
+from nbio.common.accounting import SendAccount  # noqa: E402
+from nbio.common.events import Event, Received  # noqa: E402
+from nbio.common.interface import SendFailed, SendOptions  # noqa: E402
+from nbio.common.loopdelay import LoopDelay  # noqa: E402
+from nbio.common.payload import Payload  # noqa: E402
+from nbio.common.sink import Sink  # noqa: E402
+from nbio.twisted_impl import client, server  # noqa: E402
 from twisted.internet import defer, error, task  # noqa: E402
 from twisted.internet.protocol import Factory, Protocol  # noqa: E402
 from twisted.internet.testing import StringTransport  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
-
-from common.accounting import SendAccount  # noqa: E402
-from common.events import Event, Received  # noqa: E402
-from common.interface import SendFailed, SendOptions  # noqa: E402
-from common.loopdelay import LoopDelay  # noqa: E402
-from common.payload import Payload  # noqa: E402
-from common.sink import Sink  # noqa: E402
-from twisted_impl import client, server  # noqa: E402
 
 TIMEOUT = 30
 CHUNK = 1000
@@ -107,9 +106,7 @@ def test_producer_gives_up_when_the_sink_never_closes() -> None:
     clock.advance(0.2)
     assert transport.disconnecting  # abortConnection()
     protocol.connectionLost(Failure(error.ConnectionLost()))
-    assert (
-        client.describe_failure(failures[0]) == "no close from the sink within 5 s of the last byte"
-    )
+    assert client._failure_text(failures[0]) == "no close from the sink within 5 s of the last byte"
 
 
 def test_producer_stopped_mid_transfer_fails_with_what_was_buffered() -> None:
@@ -123,7 +120,7 @@ def test_producer_stopped_mid_transfer_fails_with_what_was_buffered() -> None:
     protocol.connectionLost(Failure(error.ConnectionLost()))
     assert account.bytes == 4 * CHUNK
     assert [f.type for f in failures] == [error.ConnectionLost]
-    assert client.describe_failure(failures[0]) == "connection reset by peer"
+    assert client._failure_text(failures[0]) == "connection reset by peer"
 
 
 def test_sink_protocol_counts_and_reports_eof_and_reset() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from harness import Target, run_nbio
 
-from common import registry
+from nbio import registry
 
 BAD_INPUT = [
     (["send", "--size", "lots"], "not a size"),
@@ -87,7 +87,7 @@ def test_sending_with_asyncio_imports_no_other_framework() -> None:
     """Asking for one implementation imports only that one's framework."""
     code = (
         "import sys\n"
-        "from common import registry\n"
+        "from nbio import registry\n"
         "registry.load(registry.get('asyncio-streams'))\n"
         "print(sorted(m for m in ('twisted', 'tornado') if m in sys.modules))\n"
     )

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 from harness import NeutralSink, Target, free_port, run_client
-
-from common.payload import TALK_SIZE, Payload
+from nbio.common.payload import TALK_SIZE, Payload
 
 SIZES = [0, 1, 65535, 65536, 65537, *sorted(random.Random(1234).sample(range(2, 8 << 20), 3))]
 MiB = 1024 * 1024

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from harness import run_nbio
 
-from common import registry
+from nbio import registry
 
 ROW_FIELDS = {
     "impl",

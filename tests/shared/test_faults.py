@@ -31,10 +31,10 @@ from harness import (
     run_nbio,
     wait_until,
 )
+from nbio.common.payload import Payload
 
-from common import registry
-from common.bench import command
-from common.payload import Payload
+from nbio import registry
+from nbio.bench import command
 
 MiB = 1024 * 1024
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from harness import ServerProcess, Target, run_client
-
-from common.payload import Payload
+from nbio.common.payload import Payload
 
 
 @pytest.mark.parametrize("size", [65537, 5 * 1024 * 1024 + 3])

@@ -25,9 +25,9 @@ from harness import (
     run_client,
     run_nbio,
 )
+from nbio.common.payload import Payload
 
-from common.bench import Transfer, command
-from common.payload import Payload
+from nbio.bench import Transfer, command
 
 MiB = 1024 * 1024
 STALL = 0.3  # seconds a process is stopped for: the stimulus, not a synchronisation
@@ -233,7 +233,7 @@ def test_settings_given_to_compare_reach_every_run(target: Target) -> None:
 def test_a_tune_knob_acts_and_is_in_the_events(target: Target) -> None:
     """--tune sets the attribute it names before the transfer, and each process says so:
     with MIN_TICKS_FOR_P99 set to 1, transfers too short for 100 ticks report a p99."""
-    knob = "common.loopdelay.MIN_TICKS_FOR_P99"
+    knob = "nbio.common.loopdelay.MIN_TICKS_FOR_P99"
     with ServerProcess(target, "--tune", f"{knob}=1") as server:
         with socket.create_connection((LOCALHOST, server.port), timeout=WAIT) as sock:
             opened = time.monotonic()
@@ -252,6 +252,6 @@ def test_a_tune_knob_acts_and_is_in_the_events(target: Target) -> None:
 
 def test_a_tune_knob_that_does_not_exist_is_bad_input() -> None:
     """A knob that names no whole-number attribute is refused before anything runs."""
-    done = run_nbio("send", "--tune", "common.loopdelay.NO_SUCH_KNOB=1", "--port", "1")
+    done = run_nbio("send", "--tune", "nbio.common.loopdelay.NO_SUCH_KNOB=1", "--port", "1")
     assert done.returncode == 2 and "no such whole-number attribute" in done.stderr
     assert done.stderr.count("\n") == 1

@@ -10,8 +10,7 @@ import time
 
 import pytest
 from harness import LOCALHOST, ServerProcess, Target, neutral_send
-
-from common.payload import TALK_SIZE, Payload
+from nbio.common.payload import TALK_SIZE, Payload
 
 SIZES = [0, 1, 65535, 65536, 65537, *sorted(random.Random(863).sample(range(2, 8 << 20), 3))]
 

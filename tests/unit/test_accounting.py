@@ -7,8 +7,7 @@ import itertools
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from common.accounting import ByteAccount, SendAccount
+from nbio.common.accounting import ByteAccount, SendAccount
 
 
 @given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(0, 5000), max_size=20))

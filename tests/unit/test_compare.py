@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from common import compare, report
-from common.bench import REFERENCE, Settings, Target, Transfer, TransferFailed
+from nbio import compare, report
+from nbio.bench import REFERENCE, Settings, Target, Transfer, TransferFailed
 
 GIB = 1024**3
 BLOCKING = Target("blocking")
@@ -201,20 +201,28 @@ def test_a_saved_report_renders_the_same() -> None:
 
 def test_lines_of_code_follow_what_an_implementation_imports() -> None:
     """A reader of the selectors implementation reads its loop, its loops and its ticker
-    too; asyncio's protocol level borrows the streams server's shutdown and client loop."""
-    selectors = compare.implementation_modules(["selectors_impl.server", "selectors_impl.client"])
-    assert set(selectors) >= {
-        "selectors_impl.server",
-        "selectors_impl.client",
-        "selectors_impl.loop",
-        "selectors_impl.loops",
-        "selectors_impl.ticker",
-    }
-    assert not any(m.startswith("common") for m in selectors)
-    protocol = compare.implementation_modules(
-        ["asyncio_impl.protocol_server", "asyncio_impl.protocol_client"]
+    too; asyncio's protocol level reads asyncio's loops and ticker, not the streams code;
+    Tornado's reads asyncio's loops, on which its own are built."""
+    selectors = compare.implementation_modules(
+        ["nbio.selectors_impl.server", "nbio.selectors_impl.client"]
     )
-    assert {"asyncio_impl.server", "asyncio_impl.client"} <= set(protocol)
+    assert set(selectors) >= {
+        "nbio.selectors_impl.server",
+        "nbio.selectors_impl.client",
+        "nbio.selectors_impl.mainloop",
+        "nbio.selectors_impl.loops",
+        "nbio.selectors_impl.ticker",
+    }
+    assert not any(m.startswith("nbio.common") for m in selectors)
+    protocol = compare.implementation_modules(
+        ["nbio.asyncio_impl.protocol_server", "nbio.asyncio_impl.protocol_client"]
+    )
+    assert {"nbio.asyncio_impl.loops", "nbio.asyncio_impl.ticker"} <= set(protocol)
+    assert "nbio.asyncio_impl.server" not in protocol
+    tornado = compare.implementation_modules(
+        ["nbio.tornado_impl.server", "nbio.tornado_impl.client"]
+    )
+    assert "nbio.asyncio_impl.loops" in tornado
     assert compare.lines_of_code(selectors) > compare.lines_of_code(selectors[:2])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from common.events import (
+from nbio.common.events import (
     AcceptPaused,
     AcceptResumed,
     Error,
@@ -16,7 +16,7 @@ from common.events import (
     describe,
     to_json,
 )
-from common.loopdelay import DelayStats
+from nbio.common.loopdelay import DelayStats
 
 STATS = DelayStats(ticks=300, early=2, p50_ms=0.5, p99_ms=2.25, max_ms=3.0)
 DELAY = {"loop_delay_ms", "ticks", "early_ticks"}

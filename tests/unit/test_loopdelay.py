@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from common.loopdelay import MIN_TICKS_FOR_P99, LoopDelay
+from nbio.common.loopdelay import MIN_TICKS_FOR_P99, LoopDelay
 
 
 def _run(delay: LoopDelay, lateness_ms: list[float], start: float = 100.0) -> float:

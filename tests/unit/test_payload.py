@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from common.payload import RANDOM_PERIOD, TALK_LINE, TALK_SIZE, Payload, PayloadError
+from nbio.common.payload import RANDOM_PERIOD, TALK_LINE, TALK_SIZE, Payload, PayloadError
 
 
 def _whole(payload: Payload, chunk_size: int) -> bytes:

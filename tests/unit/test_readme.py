@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from common import compare, report
+from nbio import compare, report
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE_LINK = re.compile(r"\[`([^`]+)`\]\(([^)#\s]+)#L(\d+)\)")
-FILE_LINK = re.compile(r"\]\(((?:\.\./)?(?:common|tests|walk|docs|[a-z]+_impl)/[^)#\s]*)\)")
+FILE_LINK = re.compile(r"\]\(((?:\.\./)?(?:nbio|common|tests|walk|docs|[a-z]+_impl)/[^)#\s]*)\)")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: A rendered report: ``<!-- nbio report PATH -->``, its Markdown, ``<!-- /nbio report -->``.
 REPORT_BLOCK = re.compile(r"<!-- nbio report (\S+) -->\n(.*?)<!-- /nbio report -->", re.S)

@@ -1,4 +1,4 @@
-"""Our own mainloop (selectors_impl/loop.py): timers, readiness dispatch, no spinning."""
+"""Our own mainloop (selectors_impl/mainloop.py): timers, readiness dispatch, no spinning."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import selectors
 import socket
 
 import pytest
-
-from selectors_impl.loop import (
+from nbio.selectors_impl.mainloop import (
     SELECTORS,
     Cancelled,
     Event,

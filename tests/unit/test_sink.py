@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from common.events import Event, Received
-from common.loopdelay import LoopDelay
-from common.sink import Sink
+from nbio.common.events import Event, Received
+from nbio.common.loopdelay import LoopDelay
+from nbio.common.sink import Sink
 
 
 def _sink() -> tuple[Sink, list[Event]]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from common.sizes import MAX_SIZE, SizeError, format_size, human_size, parse_size
+from nbio.common.sizes import MAX_SIZE, SizeError, format_size, human_size, parse_size
 
 
 @pytest.mark.parametrize(

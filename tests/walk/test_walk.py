@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 from harness import NeutralSink
-
-from walk import (
+from nbio.walk import (
     BIG,
     SMALL,
     step1_blocking,

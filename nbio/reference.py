@@ -9,8 +9,8 @@ read, no payload generator, no digest, no ticker. Its events have the same shape
 them, and its row shows how far the blocking baseline, and every row, is from what this
 machine's kernel does.
 
-    python -m common.reference serve --port 0
-    python -m common.reference send --port PORT --size 1GiB
+    python -m nbio.reference serve --port 0
+    python -m nbio.reference send --port PORT --size 1GiB
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from common import usage
-from common.accounting import process_usage
-from common.events import Event, Listening, Received, Sent, Stopped, to_json
-from common.interface import DEFAULT_HOST, format_peer
-from common.loopdelay import DelayStats
-from common.payload import DEFAULT_CHUNK_SIZE, TALK_LINE
-from common.sizes import parse_size
+from . import usage
+from .common.accounting import process_usage
+from .common.events import Event, Listening, Received, Sent, Stopped, to_json
+from .common.interface import DEFAULT_HOST, format_peer
+from .common.loopdelay import DelayStats
+from .common.payload import DEFAULT_CHUNK_SIZE, TALK_LINE
+from .common.sizes import parse_size
 
 __all__ = ["main", "send", "serve"]
 
@@ -161,7 +161,7 @@ def send(host: str, port: int, size: int, connections: int, chunk_size: int) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.reference", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nbio.reference", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("serve", "send"):
         command = commands.add_parser(name)

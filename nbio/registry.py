@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from typing import cast
 
-from common.interface import (
+from .common.interface import (
     Client,
     Emit,
     Implementation,
@@ -108,24 +108,24 @@ ENTRIES: tuple[Entry, ...] = (
         name="asyncio-streams",
         framework="asyncio",
         variant="streams",
-        server="asyncio_impl.server",
-        client="asyncio_impl.client",
+        server="nbio.asyncio_impl.server",
+        client="nbio.asyncio_impl.client",
         loops=(Loop("default", detail=f"SelectorEventLoop/{_POLLER}"), Loop("uvloop", ("uvloop",))),
     ),
     Entry(
         name="asyncio-protocol",
         framework="asyncio",
         variant="protocol",
-        server="asyncio_impl.protocol_server",
-        client="asyncio_impl.protocol_client",
+        server="nbio.asyncio_impl.protocol_server",
+        client="nbio.asyncio_impl.protocol_client",
         loops=(Loop("default", detail=f"SelectorEventLoop/{_POLLER}"), Loop("uvloop", ("uvloop",))),
     ),
     Entry(
         name="twisted",
         framework="twisted",
         variant="protocol",
-        server="twisted_impl.server",
-        client="twisted_impl.client",
+        server="nbio.twisted_impl.server",
+        client="nbio.twisted_impl.client",
         requires=("twisted",),
         loops=(
             Loop("default", detail=f"{_POLLER} reactor"),  # twisted.internet.default
@@ -140,8 +140,8 @@ ENTRIES: tuple[Entry, ...] = (
         name="tornado",
         framework="tornado",
         variant="iostream",
-        server="tornado_impl.server",
-        client="tornado_impl.client",
+        server="nbio.tornado_impl.server",
+        client="nbio.tornado_impl.client",
         requires=("tornado",),
         loops=(  # the asyncio loop under the IOLoop
             Loop("default", detail=f"AsyncIOMainLoop on SelectorEventLoop/{_POLLER}"),
@@ -153,8 +153,8 @@ ENTRIES: tuple[Entry, ...] = (
         name="selectors",
         framework="selectors",
         variant="own-loop",
-        server="selectors_impl.server",
-        client="selectors_impl.client",
+        server="nbio.selectors_impl.server",
+        client="nbio.selectors_impl.client",
         loops=(
             Loop("default", detail=f"DefaultSelector: {_POLLER}"),
             Loop("select", max_fds=1024),
@@ -166,8 +166,8 @@ ENTRIES: tuple[Entry, ...] = (
         name="blocking",
         framework="threads",
         variant="blocking",
-        server="blocking_impl.server",
-        client="blocking_impl.client",
+        server="nbio.blocking_impl.server",
+        client="nbio.blocking_impl.client",
         loops=(Loop("default", detail="a thread per connection, no loop"),),
     ),
 )

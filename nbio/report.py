@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from common.bench import GIB, Target, Transfer
-from common.compare import BASELINE, Cell, Report, Row
-from common.loopdelay import MIN_TICKS_FOR_P99
-from common.sizes import format_size, human_size
+from .bench import GIB, Target, Transfer
+from .common.loopdelay import MIN_TICKS_FOR_P99
+from .common.sizes import format_size, human_size
+from .compare import BASELINE, Cell, Report, Row
 
 __all__ = [
     "COLUMNS",
@@ -39,8 +39,8 @@ __all__ = [
     "Figures",
     "Spread",
     "cells",
-    "describe_run",
     "figures",
+    "header",
     "matrix_markdown",
     "reduce",
     "to_markdown",
@@ -210,7 +210,7 @@ COLUMNS = (
 )
 
 
-def describe_run(report: Report) -> str:
+def header(report: Report) -> str:
     """One paragraph: the machine, the settings and the method the figures belong to."""
     m, s = report.machine, report.settings
     packages = ", ".join(
@@ -266,7 +266,7 @@ def _spread(spread: Spread | None) -> str:
 
 def to_markdown(report: Report) -> str:
     """The report as Markdown: what it ran on, the rows, and the matrix if there is one."""
-    lines = [describe_run(report), ""]
+    lines = [header(report), ""]
     rows = reduce(report)
     if rows:
         lines.append("| " + " | ".join(COLUMNS) + " |")

@@ -11,7 +11,7 @@ the plain-socket reference):
    so each target's ratio to the baseline comes from two neighbouring runs and a drift of
    the machine cancels out.
 
-The report keeps every timed run's raw events (:class:`Run`); :mod:`common.report` reduces
+The report keeps every timed run's raw events (:class:`Run`); :mod:`nbio.report` reduces
 and renders them, here and from a saved file alike.
 """
 
@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import registry
-from common.bench import REFERENCE, Settings, Target, Transfer, TransferFailed, run_transfer
-from common.payload import DEFAULT_CHUNK_SIZE
+from . import registry
+from .bench import REFERENCE, Settings, Target, Transfer, TransferFailed, run_transfer
+from .common.payload import DEFAULT_CHUNK_SIZE
 
 __all__ = [
     "BASELINE",
@@ -58,7 +58,7 @@ FORMAT = 2
 _IMPL_SUFFIX = "_impl"
 
 Advance = Callable[[int], None]
-#: Runs one transfer: :func:`common.bench.run_transfer`, or a fake in the unit tests.
+#: Runs one transfer: :func:`nbio.bench.run_transfer`, or a fake in the unit tests.
 RunTransfer = Callable[[Target, Target, Settings], Transfer]
 
 
@@ -247,7 +247,7 @@ def _framework(target: Target) -> str:
 
 def _modules(target: Target) -> list[str]:
     if target.impl == REFERENCE:
-        return ["common.reference"]
+        return ["nbio.reference"]
     entry = registry.get(target.impl)
     return implementation_modules([entry.server, entry.client])
 

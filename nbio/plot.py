@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from common.compare import Report
-from common.report import Delay, Figures, Spread, reduce
-from common.sizes import human_size
+from .common.sizes import human_size
+from .compare import Report
+from .report import Delay, Figures, Spread, reduce
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

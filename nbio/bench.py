@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from common.payload import DEFAULT_CHUNK_SIZE
+from .common.payload import DEFAULT_CHUNK_SIZE
 
 __all__ = [
     "GIB",
@@ -34,9 +34,17 @@ __all__ = [
     "run_transfer",
 ]
 
+#: Starts a module of nbio in a child process so that no working directory can shadow it:
+#: ``python -m`` would put the working directory first on ``sys.path``, and a ``common/`` or
+#: ``nbio/`` of the user's own would be imported instead of ours (``-P`` fixes that only
+#: from 3.11 on, and ``-I`` would also hide a ``pip install --user``).
+_BOOT = (
+    "import runpy, sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+)
 #: The CLI, run by the interpreter that runs us.
-NBIO = [sys.executable, "-m", "common.cli"]
-#: The reference at the limit: plain sockets, no accounting (see :mod:`common.reference`).
+NBIO = [sys.executable, "-c", _BOOT, "nbio"]
+#: The reference at the limit: plain sockets, no accounting (see :mod:`nbio.reference`).
 REFERENCE = "reference"
 GIB = 1024**3
 WAIT = 600.0
@@ -97,7 +105,7 @@ def command(verb: str, target: Target, *args: str) -> list[str]:
     """The command line that runs ``nbio VERB`` for ``target`` with ``--json``, then
     ``args``: the only place compare, demo and the tests build one."""
     if target.impl == REFERENCE:
-        return [sys.executable, "-m", "common.reference", verb, *args]
+        return [sys.executable, "-c", _BOOT, "nbio.reference", verb, *args]
     tune = [arg for path, value in target.tune for arg in ("--tune", f"{path}={value}")]
     return [*NBIO, verb, "--impl", target.impl, "--loop", target.loop, "--json", *tune, *args]
 

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
-from common import bench, compare, registry, report, usage
-from common.accounting import DIGESTS
-from common.events import (
+from . import bench, compare, registry, report, usage
+from .common.accounting import DIGESTS
+from .common.events import (
     AcceptPaused,
     Error,
     Event,
@@ -39,7 +39,7 @@ from common.events import (
     describe,
     to_json,
 )
-from common.interface import (
+from .common.interface import (
     CLOSE_TIMEOUT,
     DEFAULT_GRACE,
     DEFAULT_HOST,
@@ -49,11 +49,11 @@ from common.interface import (
     SendFailed,
     SendOptions,
     ServeOptions,
-    describe_error,
+    error_text,
     signal_name,
 )
-from common.payload import DEFAULT_CHUNK_SIZE, PATTERNS, TALK_SIZE, Payload, PayloadError
-from common.sizes import SizeError, human_size, parse_size
+from .common.payload import DEFAULT_CHUNK_SIZE, PATTERNS, TALK_SIZE, Payload, PayloadError
+from .common.sizes import SizeError, human_size, parse_size
 
 __all__ = ["main"]
 
@@ -143,7 +143,7 @@ def _knob(text: str) -> tuple[str, int]:
     path, equals, value = text.partition("=")
     if not equals or "." not in path or not all(part.isidentifier() for part in path.split(".")):
         raise argparse.ArgumentTypeError(
-            f"not a knob: {text!r} (use PATH=SIZE, e.g. asyncio_impl.server.READ_SIZE=64KiB)"
+            f"not a knob: {text!r} (use PATH=SIZE, e.g. nbio.asyncio_impl.server.READ_SIZE=64KiB)"
         )
     return path, _size(value)
 
@@ -414,7 +414,7 @@ def _out(text: str) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-        raise StdoutGone(exc.errno, f"cannot write to stdout: {describe_error(exc)}") from None
+        raise StdoutGone(exc.errno, f"cannot write to stdout: {error_text(exc)}") from None
 
 
 def _printer(as_json: bool) -> Callable[[Event], None]:
@@ -556,7 +556,7 @@ def run_serve(args: argparse.Namespace) -> int:
             options, _with_usage(_stop_when_stdout_goes(_printer(args.json)))
         )
     except OSError as exc:
-        _say(f"nbio serve: error: cannot listen on {args.host}:{args.port}: {describe_error(exc)}")
+        _say(f"nbio serve: error: cannot listen on {args.host}:{args.port}: {error_text(exc)}")
         return 1
     return 130 if stopped_by == signal.SIGINT else 0
 
@@ -750,7 +750,7 @@ def _render(measured: compare.Report, args: argparse.Namespace) -> None:
     else:
         _out(_table(measured))
     if args.plot is not None:
-        from common.plot import plot
+        from .plot import plot
 
         plot(measured, args.plot)
 
@@ -763,7 +763,7 @@ def _table(measured: compare.Report) -> str:
     text = io.StringIO()
     width = os.get_terminal_size().columns if sys.stdout.isatty() else 240
     console = Console(file=text, width=width, force_terminal=sys.stdout.isatty())
-    console.print(report.describe_run(measured), highlight=False)
+    console.print(report.header(measured), highlight=False)
     rows = report.reduce(measured)
     if rows:
         table = Table(show_edge=False, pad_edge=False)
