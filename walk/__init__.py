@@ -1,7 +1,8 @@
 """The talk's walk from blocking to a mainloop, as five runnable Python 3 scripts.
 
 Each step fixes what the one before could not do. Run them against any sink
-(``nbio serve``, port 1234): ``python -m nbio.walk.step1_blocking`` … ``python -m nbio.walk.step5_scheduler``.
+(``nbio serve``, port 1234): ``python -m nbio.walk.step1_blocking`` …
+``python -m nbio.walk.step5_scheduler``.
 The talk's code was Python 2 and had bugs; these do what it meant (see each step's notes).
 """
 
