@@ -698,7 +698,7 @@ def run_compare(args: argparse.Namespace) -> int:
     else:
         with _progress(compare.steps(settings, len(chosen) + 1), True, "runs") as advance:
             measured = compare.run(settings, chosen, advance)
-    measured.seconds = time.monotonic() - started
+    measured.seconds = round(time.monotonic() - started, 1)  # as the saved report keeps it
     if args.save is not None:
         with open(args.save, "w", encoding="utf-8") as file:
             file.write(measured.to_json(report.figures) + "\n")
