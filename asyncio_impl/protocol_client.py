@@ -99,7 +99,11 @@ class PayloadProtocol(asyncio.Protocol):
                 return
             if chunk is None:
                 self._finished = True
-                self._transport.write_eof()  # half-close, once the transport has sent it all
+                try:
+                    self._transport.write_eof()  # half-close, once the transport has sent it
+                except OSError as exc:  # reset meanwhile: 3.12's shutdown() raises ENOTCONN
+                    self._abort(exc)
+                    return
                 self._give_up = self._loop.call_later(self._close_timeout, self._abort_late)
                 return
             self._transport.write(chunk)

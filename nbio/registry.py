@@ -163,6 +163,19 @@ ENTRIES: tuple[Entry, ...] = (
         ),
     ),
     Entry(
+        name="gevent",
+        framework="gevent",
+        variant="greenlets",
+        server="nbio.gevent_impl.server",
+        client="nbio.gevent_impl.client",
+        requires=("gevent",),
+        loops=(
+            Loop("default", detail="a greenlet per connection, hub on libev"),
+            Loop("libuv", ("cffi",), detail="a greenlet per connection, hub on libuv"),
+        ),
+        extra="gevent",
+    ),
+    Entry(
         name="blocking",
         framework="threads",
         variant="blocking",

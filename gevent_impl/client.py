@@ -1,0 +1,96 @@
+"""Large-payload client on gevent: ``gevent.socket.create_connection``, then ``sendall`` for
+every chunk, which blocks this greenlet while the kernel's buffer is full: that is the
+backpressure. Then ``shutdown(SHUT_WR)``, and the sink's own close is the receipt.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import gevent
+from gevent import socket as gsocket
+
+from ..common.accounting import SendAccount
+from ..common.burst import Burst
+from ..common.interface import (
+    CloseTimeout,
+    Progress,
+    SendFailed,
+    SendOptions,
+    SendResult,
+    error_text,
+)
+from ..common.loopdelay import LoopDelay
+from ..common.payload import TALK_SIZE, Payload
+from . import loops
+from .ticker import start_ticker
+
+__all__ = ["main", "send", "send_all", "send_one"]
+
+# --- connection -------------------------------------------------------------------------
+
+
+def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
+    """Stream the payload over one connection (in its own greenlet)."""
+    with gsocket.create_connection((options.host, options.port)) as sock:
+        burst = Burst()
+        for chunk in options.payload.chunks(options.chunk_size):
+            # Blocks this greenlet, not the process, until the kernel has taken all of it.
+            # If it fails, some of the chunk may have gone out: counted whole chunks only.
+            sock.sendall(chunk)
+            account.feed(chunk, time.monotonic())
+            progress(len(chunk))
+            if burst.add(len(chunk)):
+                # A kernel that takes every chunk at once never makes sendall() wait, and a
+                # greenlet that never waits never lets the hub run: yield once per burst.
+                gevent.sleep(0)
+        sock.shutdown(socket.SHUT_WR)  # half-close: the kernel sends FIN after our bytes
+        # The sink closes only after reading our EOF: its close is the receipt.
+        with gevent.Timeout(options.close_timeout, CloseTimeout(options.close_timeout)):
+            while sock.recv(64 * 1024):  # a sink says nothing; whatever comes is dropped
+                pass
+    account.end(time.monotonic())
+
+
+# --- client -----------------------------------------------------------------------------
+
+
+def send_all(options: SendOptions, progress: Progress) -> SendResult:
+    """Run ``options.connections`` transfers at once, a greenlet each, with the ticker
+    beside them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    delay = LoopDelay()
+    stop_ticker = start_ticker(gevent.get_hub(), delay)
+    signals = loops.Signals()
+    accounts = [SendAccount(options.digest) for _ in range(options.connections)]
+    greenlets = [gevent.spawn(send_one, options, a, progress) for a in accounts]
+    try:
+        interrupted = loops.wait_or_signal(greenlets, signals)
+    finally:
+        stop_ticker()
+        signals.close()
+    went_out = sum(account.handed_to_kernel for account in accounts)
+    if interrupted is not None:
+        raise SendFailed.interrupted(interrupted, went_out)
+    failures = [g.exception for g in greenlets if g.exception is not None]
+    if failures:
+        raise SendFailed(error_text(failures[0]), went_out)
+    return SendResult.from_accounts(accounts, delay.stats())
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def send(options: SendOptions, progress: Progress) -> SendResult:
+    """Send on the loop that ``options.loop`` names; raise SendFailed if any transfer fails."""
+    return loops.run(lambda: send_all(options, progress), options.loop)
+
+
+def main() -> None:
+    """Send the talk's 73,400,320 bytes of ``foobar\\n`` to 127.0.0.1:1234."""
+    result = send_all(SendOptions(Payload(TALK_SIZE)), lambda count: None)
+    print(f"sent {result.bytes} bytes in {result.seconds:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
