@@ -31,9 +31,9 @@ BAD_INPUT = [
     (["send", "--close-timeout", "0"], "seconds must be more than 0"),
     (["send", "--host", "no such host.invalid"], "cannot resolve host"),
     (["serve", "--host", ""], "host must not be empty"),
-    (["send", "--impl", "gevent"], "unknown implementation 'gevent'"),
-    (["serve", "--impl", "gevent"], "unknown implementation 'gevent'"),
-    (["send", "--loop", "trio"], "has no loop 'trio'"),
+    (["send", "--impl", "no-such-impl"], "unknown implementation 'no-such-impl'"),
+    (["serve", "--impl", "no-such-impl"], "unknown implementation 'no-such-impl'"),
+    (["send", "--loop", "no-such-loop"], "has no loop 'no-such-loop'"),
     (["send", "--pattern", "lorem"], "invalid choice"),
     (["send", "--digest", "md5"], "invalid choice"),
     (["send", "--file", "/nonexistent/payload"], "cannot read"),
@@ -48,7 +48,7 @@ BAD_INPUT = [
     (["serve", "--idle-timeout", "0"], "seconds must be more than 0"),
     (["serve", "--max-connections", "0"], "max connections must be 1 to"),
     (["send", "--impl", "selectors", "--loop", "select", "--connections", "2000"], "at most 960"),
-    (["compare", "--impls", "gevent"], "unknown implementation gevent"),
+    (["compare", "--impls", "no-such-impl"], "unknown implementation no-such-impl"),
     (["compare", "--repeat", "0"], "repeat must be 1 to"),
 ]
 

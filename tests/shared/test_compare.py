@@ -69,12 +69,50 @@ def test_compare_reports_a_row_per_implementation_and_loop(
         figures = row["figures"]
         assert figures["mb_per_s"]["median"] > 0
         assert row["loc"] > 0 and row["modules"]
+        check = row["verification"]  # always hashed on both sides (the reference hashes nothing)
+        assert check["received"][0]["sha256"] == check["sent"]["sha256"]
+        for run in row["runs"]:  # the timed runs: the defaults, said by the processes
+            (received,) = run["received"]
+            assert received["sha256"] is None and run["sent"]["sha256"] is None
+            assert run["sent"]["chunk_size"] == 256 * 1024 and run["sent"]["chunks"] == 8
+            if row["impl"] != "reference":
+                assert run["listening"]["digest"] == run["sent"]["digest"] == "none"
     figures = {row["impl"] + "/" + row["loop"]: row["figures"] for row in report["rows"]}
     assert figures["blocking/default"]["ratio"]["median"] == 1.0
     assert all(f["ratio"] is not None for f in figures.values())
     assert {"cpu", "cores", "python", "twisted", "tornado", "uvloop"} <= set(report["machine"])
     assert report["settings"]["size"] == 2 * 1024 * 1024
     assert isinstance(report["settings"]["seed"], int)
+
+
+def test_settings_given_to_compare_reach_every_run(request: pytest.FixtureRequest) -> None:
+    """With --digest sha256 --chunk-size 64KiB, every timed run of every row hashes on both
+    sides, with equal digests, and hands its framework one chunk per 64 KiB: the processes'
+    own events say so (a digest dropped on the way once made every figure hashlib's)."""
+    done = run_nbio(
+        "compare",
+        "--size",
+        "1MiB",
+        "--repeat",
+        "1",
+        "--impls",
+        ",".join(_impls(request.config)),
+        "--digest",
+        "sha256",
+        "--chunk-size",
+        "64KiB",
+        "--json",
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["rows"]
+    assert rows and "reference" not in {row["impl"] for row in rows}  # it hashes nothing
+    for row in rows:
+        for run in row["runs"]:
+            assert run["listening"]["digest"] == run["sent"]["digest"] == "sha256"
+            assert run["sent"]["chunk_size"] == 64 * 1024 and run["sent"]["chunks"] == 16
+            (received,) = run["received"]
+            assert received["sha256"] == run["sent"]["sha256"] is not None
 
 
 def test_compare_saves_a_report_that_renders_the_same(tmp_path: Path) -> None:

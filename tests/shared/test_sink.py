@@ -15,17 +15,17 @@ from nbio.common.payload import TALK_SIZE, Payload
 SIZES = [0, 1, 65535, 65536, 65537, *sorted(random.Random(863).sample(range(2, 8 << 20), 3))]
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_sink_counts_every_byte(target: Target, size: int) -> None:
-    """The sink counts exactly the bytes a plain socket client sent, and hashes them right."""
-    payload = Payload(size, pattern="random", seed=size)
+def test_sink_counts_every_byte(target: Target) -> None:
+    """The sink counts exactly the bytes a plain socket client sent, and hashes them right,
+    for each size (around a 64 KiB read, and random ones), one connection after another."""
     with ServerProcess(target, "--digest", "sha256") as server:
-        assert neutral_send(server.port, payload) == size
-        (received,) = server.received()
+        for size in SIZES:
+            payload = Payload(size, pattern="random", seed=size)
+            assert neutral_send(server.port, payload) == size
+            (received,) = server.received()
+            assert (received["bytes"], received["outcome"]) == (size, "eof"), size
+            assert received["sha256"] == payload.sha256(), size
         server.stop()
-    assert received["bytes"] == size
-    assert received["sha256"] == payload.sha256()
-    assert received["outcome"] == "eof"
 
 
 def test_sink_counts_the_talks_payload(target: Target) -> None:
