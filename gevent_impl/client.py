@@ -22,7 +22,7 @@ from ..common.interface import (
     error_text,
 )
 from ..common.loopdelay import LoopDelay
-from ..common.payload import TALK_SIZE, Payload
+from ..common.payload import TALK_SIZE, Payload, PayloadError
 from . import loops
 from .ticker import start_ticker
 
@@ -44,7 +44,9 @@ def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> 
             if burst.add(len(chunk)):
                 # A kernel that takes every chunk at once never makes sendall() wait, and a
                 # greenlet that never waits never lets the hub run: yield once per burst.
-                gevent.sleep(0)
+                # idle(), not sleep(0): sleep(0) lets other greenlets run, not the loop's
+                # timers (the ticker was 40 ms late with a write per byte, measured).
+                gevent.idle()
         sock.shutdown(socket.SHUT_WR)  # half-close: the kernel sends FIN after our bytes
         # The sink closes only after reading our EOF: its close is the receipt.
         with gevent.Timeout(options.close_timeout, CloseTimeout(options.close_timeout)):
@@ -63,7 +65,15 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
     stop_ticker = start_ticker(gevent.get_hub(), delay)
     signals = loops.Signals()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    greenlets = [gevent.spawn(send_one, options, a, progress) for a in accounts]
+
+    def run(account: SendAccount) -> Exception | None:
+        try:
+            send_one(options, account, progress)
+        except (OSError, PayloadError, gevent.Timeout) as exc:
+            return exc  # returned, not raised: the hub prints what a greenlet raises
+        return None
+
+    greenlets = [gevent.spawn(run, account) for account in accounts]
     try:
         interrupted = loops.wait_or_signal(greenlets, signals)
     finally:
@@ -72,7 +82,7 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
     went_out = sum(account.handed_to_kernel for account in accounts)
     if interrupted is not None:
         raise SendFailed.interrupted(interrupted, went_out)
-    failures = [g.exception for g in greenlets if g.exception is not None]
+    failures = [g.value for g in greenlets if g.ready() and g.value is not None]
     if failures:
         raise SendFailed(error_text(failures[0]), went_out)
     return SendResult.from_accounts(accounts, delay.stats())

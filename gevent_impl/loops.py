@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import gevent
 import gevent.queue
@@ -60,9 +60,10 @@ class Signals:
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for the next signal, at most ``timeout`` seconds; return its number."""
         try:
-            return self._queue.get(timeout=timeout)
+            signum: int = self._queue.get(timeout=timeout)
         except gevent.queue.Empty:
             return None
+        return signum
 
     def close(self) -> None:
         for handler in self._handlers:
@@ -70,8 +71,10 @@ class Signals:
 
 
 def wait_or_signal(greenlets: list[gevent.Greenlet[Any, Any]], signals: Signals) -> int | None:
-    """Wait until every greenlet is done, or the first fails (then kill the rest), or SIGINT
-    or SIGTERM comes (then kill them all and return its number)."""
+    """Wait until every greenlet is done, or one returns its failure (then kill the rest),
+    or SIGINT or SIGTERM comes (then kill them all and return its number). Greenlets return
+    their failure rather than raise it: the hub prints a traceback for every greenlet that
+    dies of an exception."""
     waiter = gevent.spawn(signals.wait)
     try:
         pending = list(greenlets)
@@ -79,9 +82,9 @@ def wait_or_signal(greenlets: list[gevent.Greenlet[Any, Any]], signals: Signals)
             done = gevent.wait([*pending, waiter], count=1)
             if waiter in done:
                 gevent.killall(greenlets)
-                return waiter.value
+                return cast(int, waiter.value)
             pending = [g for g in pending if not g.ready()]
-            if any(g.exception is not None for g in greenlets):
+            if any(g.value is not None for g in greenlets if g.ready()):
                 gevent.killall(greenlets)
                 return None
         return None

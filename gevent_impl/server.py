@@ -59,8 +59,9 @@ def handle_connection(sink: Sink, buffer: memoryview, sock: socket.socket, addre
             connection.feed(buffer[:count], time.monotonic())
             if burst.add(count):
                 # A socket that always has data never waits, so never switches: eager reads
-                # starve the hub (gevent issue 892). Yield once per burst.
-                gevent.sleep(0)
+                # starve the hub (gevent issue 892). Yield once per burst, until the loop
+                # has run its timers (idle(): sleep(0) runs only other greenlets).
+                gevent.idle()
     except ConnectionResetError:
         outcome = RESET
     except OSError:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from harness import Target, param_id
 
+from harness import Target, param_id
 from nbio import registry
 
 

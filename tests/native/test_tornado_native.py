@@ -15,15 +15,16 @@ import pytest
 
 pytest.importorskip("tornado", reason="needs the tornado extra")
 
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.tcpserver import TCPServer
+from tornado.testing import AsyncTestCase, bind_unused_port, gen_test
+
 from nbio.common.events import Event, Received
 from nbio.common.interface import SendFailed, SendOptions
 from nbio.common.loopdelay import LoopDelay
 from nbio.common.payload import Payload
 from nbio.common.sink import Sink
 from nbio.tornado_impl import client, server
-from tornado.iostream import IOStream, StreamClosedError
-from tornado.tcpserver import TCPServer
-from tornado.testing import AsyncTestCase, bind_unused_port, gen_test
 
 TIMEOUT = 30
 

@@ -10,6 +10,11 @@ import pytest
 
 pytest_twisted = pytest.importorskip("pytest_twisted", reason="needs the twisted extra")
 
+from twisted.internet import defer, error, task  # noqa: E402
+from twisted.internet.protocol import Factory, Protocol  # noqa: E402
+from twisted.internet.testing import StringTransport  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+
 from nbio.common.accounting import SendAccount  # noqa: E402
 from nbio.common.events import Event, Received  # noqa: E402
 from nbio.common.interface import SendFailed, SendOptions  # noqa: E402
@@ -17,10 +22,6 @@ from nbio.common.loopdelay import LoopDelay  # noqa: E402
 from nbio.common.payload import Payload  # noqa: E402
 from nbio.common.sink import Sink  # noqa: E402
 from nbio.twisted_impl import client, server  # noqa: E402
-from twisted.internet import defer, error, task  # noqa: E402
-from twisted.internet.protocol import Factory, Protocol  # noqa: E402
-from twisted.internet.testing import StringTransport  # noqa: E402
-from twisted.python.failure import Failure  # noqa: E402
 
 TIMEOUT = 30
 CHUNK = 1000

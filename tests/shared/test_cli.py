@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness import Target, run_nbio
 
+from harness import Target, run_nbio
 from nbio import registry
 
 BAD_INPUT = [

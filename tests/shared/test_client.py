@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from harness import NeutralSink, Target, free_port, run_client
 from nbio.common.payload import TALK_SIZE, Payload
 

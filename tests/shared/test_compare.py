@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from harness import run_nbio
 
+from harness import run_nbio
 from nbio import registry
 
 ROW_FIELDS = {

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from harness import (
     LOCALHOST,
     WAIT,
@@ -31,10 +32,9 @@ from harness import (
     run_nbio,
     wait_until,
 )
-from nbio.common.payload import Payload
-
 from nbio import registry
 from nbio.bench import command
+from nbio.common.payload import Payload
 
 MiB = 1024 * 1024
 

@@ -25,9 +25,8 @@ from harness import (
     run_client,
     run_nbio,
 )
-from nbio.common.payload import Payload
-
 from nbio.bench import Transfer, command
+from nbio.common.payload import Payload
 
 MiB = 1024 * 1024
 STALL = 0.3  # seconds a process is stopped for: the stimulus, not a synchronisation

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from harness import LOCALHOST, ServerProcess, Target, neutral_send
 from nbio.common.payload import TALK_SIZE, Payload
 

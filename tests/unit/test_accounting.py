@@ -7,6 +7,7 @@ import itertools
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nbio.common.accounting import ByteAccount, SendAccount
 
 

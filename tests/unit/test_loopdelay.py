@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nbio.common.loopdelay import MIN_TICKS_FOR_P99, LoopDelay
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nbio.common.payload import RANDOM_PERIOD, TALK_LINE, TALK_SIZE, Payload, PayloadError
 
 

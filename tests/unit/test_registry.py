@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from nbio.common.interface import Implementation
 
 from nbio import registry
+from nbio.common.interface import Implementation
 
 
 def test_every_entry_has_a_default_loop_and_unique_name() -> None:

@@ -6,6 +6,7 @@ import selectors
 import socket
 
 import pytest
+
 from nbio.selectors_impl.mainloop import (
     SELECTORS,
     Cancelled,

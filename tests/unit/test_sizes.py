@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nbio.common.sizes import MAX_SIZE, SizeError, format_size, human_size, parse_size
 
 
