@@ -19,6 +19,7 @@ from ..common.interface import (
     SendOptions,
     SendResult,
     error_text,
+    kernel_took,
 )
 from ..common.loopdelay import LoopDelay
 from ..common.payload import TALK_SIZE, Payload, PayloadError
@@ -36,12 +37,19 @@ def send_one(
     """Stream the payload over one connection (in this connection's thread)."""
     with socket.create_connection((options.host, options.port)) as sock:
         sockets.append(sock)  # so that another thread's failure can stop this one
-        for chunk in options.payload.chunks(options.chunk_size):
-            # Blocks until the kernel has taken all of it. If it fails, some of the chunk
-            # may have gone out: only whole chunks are counted, a lower bound.
-            sock.sendall(chunk)
-            account.feed(chunk, time.monotonic())
-            progress(len(chunk))
+        sending = 0
+        try:
+            for chunk in options.payload.chunks(options.chunk_size):
+                sending = len(chunk)
+                # Blocks until the kernel has taken all of it. If it fails, it does not say
+                # how much of the chunk went out: the kernel does.
+                sock.sendall(chunk)
+                sending = 0
+                account.feed(chunk, time.monotonic())
+                progress(len(chunk))
+        except BaseException:
+            account.unfinished(sending, kernel_took(sock))
+            raise
         sock.shutdown(socket.SHUT_WR)  # half-close: the kernel sends FIN after our bytes
         # The sink closes only after reading our EOF: its close is the receipt.
         sock.settimeout(options.close_timeout)

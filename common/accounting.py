@@ -90,16 +90,26 @@ class ByteAccount:
 class SendAccount(ByteAccount):
     """A client connection's bytes: fed when handed to the framework.
 
-    ``buffered`` is what the framework still held when the connection failed, so the bytes
-    that really went out to the kernel are :attr:`handed_to_kernel`.
+    ``buffered`` is what the framework still held when the connection failed, and
+    ``partial`` the part of an unfinished chunk the kernel had taken (a ``sendall`` that
+    fails does not say), so the bytes that really went out to the kernel are
+    :attr:`handed_to_kernel`.
     """
 
-    __slots__ = ("buffered",)
+    __slots__ = ("buffered", "partial")
 
     def __init__(self, digest: str = "none") -> None:
         super().__init__(digest)
         self.buffered = 0
+        self.partial = 0
+
+    def unfinished(self, size: int, kernel_took: int | None) -> None:
+        """The connection failed while a chunk of ``size`` bytes was being sent, and the
+        kernel says it took ``kernel_took`` bytes in all (None: it cannot say, and only
+        whole chunks count): count the part of that chunk it took."""
+        if kernel_took is not None:
+            self.partial = max(0, min(size, kernel_took - self.bytes))
 
     @property
     def handed_to_kernel(self) -> int:
-        return max(0, self.bytes - self.buffered)
+        return max(0, self.bytes - self.buffered + self.partial)

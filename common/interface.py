@@ -10,6 +10,7 @@ import errno
 import signal
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ __all__ = [
     "Server",
     "error_text",
     "format_peer",
+    "kernel_took",
     "signal_name",
 ]
 
@@ -227,6 +229,40 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return (exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))).lower()
     return str(exc) or type(exc).__name__
+
+
+#: Where ``tcpi_bytes_acked`` sits in Linux's ``struct tcp_info`` (since Linux 4.1).
+_TCPI_BYTES_ACKED = 120
+
+
+class TcpSocket(Protocol):
+    """What :func:`kernel_took` asks of a socket: a stdlib socket, gevent's, trio's."""
+
+    def fileno(self) -> int: ...
+    def getsockopt(self, level: int, option: int, buflen: int, /) -> bytes: ...
+
+
+def kernel_took(sock: TcpSocket) -> int | None:
+    """How many bytes the kernel has taken from us on the TCP socket ``sock``: those the
+    peer acknowledged (``tcpi_bytes_acked``, less one for the SYN) plus those still queued
+    (``SIOCOUTQ``). None off Linux, or if the socket cannot say (closed, say).
+
+    A ``sendall`` that fails or is interrupted does not say how much of its chunk went out:
+    the kernel does."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import fcntl
+    import termios
+
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # = SIOCOUTQ
+    except (OSError, ValueError):
+        return None
+    if len(info) < _TCPI_BYTES_ACKED + 8:
+        return None
+    acked = int(struct.unpack_from("Q", info, _TCPI_BYTES_ACKED)[0])
+    return max(0, acked - 1) + int(struct.unpack("i", queued)[0])
 
 
 def format_peer(address: object) -> str:

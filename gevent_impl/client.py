@@ -20,6 +20,7 @@ from ..common.interface import (
     SendOptions,
     SendResult,
     error_text,
+    kernel_took,
 )
 from ..common.loopdelay import LoopDelay
 from ..common.payload import TALK_SIZE, Payload, PayloadError
@@ -35,18 +36,27 @@ def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> 
     """Stream the payload over one connection (in its own greenlet)."""
     with gsocket.create_connection((options.host, options.port)) as sock:
         burst = Burst()
-        for chunk in options.payload.chunks(options.chunk_size):
-            # Blocks this greenlet, not the process, until the kernel has taken all of it.
-            # If it fails, some of the chunk may have gone out: counted whole chunks only.
-            sock.sendall(chunk)
-            account.feed(chunk, time.monotonic())
-            progress(len(chunk))
-            if burst.add(len(chunk)):
-                # A kernel that takes every chunk at once never makes sendall() wait, and a
-                # greenlet that never waits never lets the hub run: yield once per burst.
-                # idle(), not sleep(0): sleep(0) lets other greenlets run, not the loop's
-                # timers (the ticker was 40 ms late with a write per byte, measured).
-                gevent.idle()
+        sending = 0
+        try:
+            for chunk in options.payload.chunks(options.chunk_size):
+                sending = len(chunk)
+                # Blocks this greenlet, not the process, until the kernel has taken all of
+                # it. If it fails, it does not say how much of the chunk went out: the
+                # kernel does.
+                sock.sendall(chunk)
+                sending = 0
+                account.feed(chunk, time.monotonic())
+                progress(len(chunk))
+                if burst.add(len(chunk)):
+                    # A kernel that takes every chunk at once never makes sendall() wait,
+                    # and a greenlet that never waits never lets the hub run: yield once
+                    # per burst. idle(), not sleep(0): sleep(0) lets other greenlets run,
+                    # not the loop's timers (the ticker was 40 ms late with a write per
+                    # byte, measured).
+                    gevent.idle()
+        except BaseException:  # GreenletExit too: killed on a signal or a sibling's failure
+            account.unfinished(sending, kernel_took(sock))
+            raise
         sock.shutdown(socket.SHUT_WR)  # half-close: the kernel sends FIN after our bytes
         # The sink closes only after reading our EOF: its close is the receipt.
         with gevent.Timeout(options.close_timeout, CloseTimeout(options.close_timeout)):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import socket
+import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from nbio.common.accounting import ByteAccount, SendAccount
+from nbio.common.interface import kernel_took
 
 
 @given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(0, 5000), max_size=20))
@@ -40,3 +45,42 @@ def test_send_account_separates_what_the_framework_still_held() -> None:
     account.feed(b"x" * 100, 0.0)
     account.buffered = 30
     assert account.handed_to_kernel == 70
+
+
+def test_send_account_counts_the_part_of_an_unfinished_chunk_the_kernel_took() -> None:
+    """A sendall() that fails mid-chunk: what the kernel says it took beyond the whole
+    chunks counts, never more than the chunk, and nothing when the kernel cannot say."""
+    account = SendAccount()
+    account.feed(b"x" * 100, 0.0)
+    account.unfinished(50, kernel_took=130)
+    assert account.handed_to_kernel == 130
+    account.unfinished(50, kernel_took=1000)  # a FIN or more: never beyond the chunk
+    assert account.handed_to_kernel == 150
+    account.unfinished(50, kernel_took=None)
+    assert account.handed_to_kernel == 150  # unchanged: the kernel could not say
+    account.unfinished(0, kernel_took=400)  # no chunk was being sent
+    assert account.handed_to_kernel == 100
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO and SIOCOUTQ are Linux")
+def test_kernel_took_counts_queued_and_acknowledged_bytes() -> None:
+    """Against a peer that does not read, the kernel's count is exactly what non-blocking
+    send() calls handed it; once the peer reads everything, still exactly that."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        sender = socket.create_connection(listener.getsockname(), timeout=5)
+        receiver, _ = listener.accept()
+        with sender, receiver:
+            assert kernel_took(sender) == 0
+            sender.setblocking(False)
+            sent = 0
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sent += sender.send(b"x" * 65536)
+            assert sent > 0
+            assert kernel_took(sender) == sent
+            receiver.settimeout(5)
+            got = 0
+            while got < sent:
+                got += len(receiver.recv(1 << 20))
+            assert kernel_took(sender) == sent
