@@ -527,6 +527,8 @@ def run_impls(args: argparse.Namespace) -> int:
             )
         else:
             _out(f"{entry.name:<20} not installed: pip install 'nbio[{entry.extra}]'")
+        if entry.note:
+            _out(f"{'':<20} note: {entry.note}")
     return 0
 
 

@@ -79,6 +79,7 @@ class Entry:
     requires: tuple[str, ...] = ()  # modules that must be importable, e.g. "twisted"
     loops: tuple[Loop, ...] = (Loop("default"),)
     extra: str = ""  # the pip extra that installs what it requires
+    note: str = ""  # what a team must know before choosing it, said once by `nbio impls`
 
     def missing(self) -> list[str]:
         """The required modules that are not installed."""
@@ -100,6 +101,7 @@ class Entry:
             "framework": self.framework,
             "variant": self.variant,
             "loops": self.available_loops(),
+            "note": self.note,
         }
 
 
@@ -174,6 +176,46 @@ ENTRIES: tuple[Entry, ...] = (
             Loop("libuv", ("cffi",), detail="a greenlet per connection, hub on libuv"),
         ),
         extra="gevent",
+    ),
+    Entry(
+        name="eventlet",
+        framework="eventlet",
+        variant="greenlets",
+        server="nbio.eventlet_impl.server",
+        client="nbio.eventlet_impl.client",
+        requires=("eventlet",),
+        loops=(
+            Loop("default", detail="a green thread per connection, hub on epolls"),
+            Loop("poll", detail="hub on poll"),
+            Loop("select", max_fds=1024, detail="hub on select"),
+            Loop("asyncio", detail="hub on an asyncio loop"),
+        ),
+        extra="eventlet",
+        note="deprecated by its maintainers, bugfix mode only: the talk's record, not for new code",
+    ),
+    Entry(
+        name="trio",
+        framework="trio",
+        variant="structured",
+        server="nbio.trio_impl.server",
+        client="nbio.trio_impl.client",
+        requires=("trio",),
+        loops=(Loop("default", detail=f"trio.run, a task per connection, on {_POLLER}"),),
+        extra="trio",
+    ),
+    Entry(
+        name="anyio",
+        framework="anyio",
+        variant="streams",
+        server="nbio.anyio_impl.server",
+        client="nbio.anyio_impl.client",
+        requires=("anyio",),
+        loops=(
+            Loop("default", detail=f"asyncio backend, SelectorEventLoop/{_POLLER}"),
+            Loop("uvloop", ("uvloop",), detail="asyncio backend on uvloop"),
+            Loop("trio", ("trio",), detail="trio backend"),
+        ),
+        extra="anyio",
     ),
     Entry(
         name="blocking",

@@ -79,8 +79,9 @@ def test_impls_json_lists_what_is_installed() -> None:
     listed = json.loads(done.stdout)
     assert [item["name"] for item in listed] == [e.name for e in registry.available()]
     for item in listed:
-        assert set(item) == {"name", "framework", "variant", "loops"}
+        assert set(item) == {"name", "framework", "variant", "loops", "note"}
         assert item["loops"][0] == "default"
+        assert item["note"] == registry.get(item["name"]).note
 
 
 def test_sending_with_asyncio_imports_no_other_framework(tmp_path: Path) -> None:

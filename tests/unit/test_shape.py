@@ -33,7 +33,7 @@ SECTIONS = {
 #: In loops.py, these names in this order (defined here or re-exported from asyncio's).
 LOOPS = ["run", "loop_name", "Signals", "wait_or_signal", "wait_idle"]
 #: A first parameter that is where the loop goes: the same position wherever there is one.
-LOOP_LIKE = {"reactor", "loop", "io_loop", "lock"}
+LOOP_LIKE = {"reactor", "loop", "io_loop", "hub", "nursery", "task_group", "lock"}
 BANNER = re.compile(r"^# --- (\w+) -+$")
 
 

@@ -1,0 +1,167 @@
+"""Sink server on anyio: a TCP listener whose accepted ``SocketStream``, a task each, is
+read with ``receive`` until ``EndOfStream``. Stopping is cancelling: the accepting task's
+scope stops accepting, each connection's own scope aborts it.
+
+RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+import time
+from typing import cast
+
+import anyio
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
+
+from ..common.events import EOF, ERROR, RESET
+from ..common.interface import RESET_LINGER, Emit, ServeOptions, error_text, format_peer
+from ..common.loopdelay import LoopDelay
+from ..common.sink import Sink
+from . import loops
+from .ticker import start_ticker
+
+__all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
+
+#: Bytes asked of each receive(). On asyncio each returns what one recv() of the transport
+#: read (at most 256 KiB) and is split only above this; on trio it is the recv() size.
+READ_SIZE = 256 * 1024
+#: Connections the kernel queues before accept() (anyio's default is 65536, capped by the
+#: kernel's somaxconn); the same as every other sink here.
+BACKLOG = 1024
+
+# --- connection -------------------------------------------------------------------------
+
+
+async def handle_connection(sink: Sink, stream: SocketStream) -> None:
+    """Count one connection's bytes until EOF, then report it (in its own task)."""
+    # The connection's own scope: the sink's abort (grace over, idle too long) cancels it.
+    scope = anyio.CancelScope()
+    # None if the peer already reset (getpeername fails), as asyncio's "peername" is then.
+    peer = format_peer(stream.extra(SocketAttribute.remote_address, None))
+    connection = sink.open(peer, time.monotonic(), scope.cancel)
+    if connection is None:  # --max-connections are open: reset, and reported
+        raw = stream.extra(SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
+        await anyio.aclose_forcefully(stream)
+        return
+    _pause_until_read(stream)
+    outcome = EOF
+    try:
+        with scope:
+            while True:
+                data = await stream.receive(READ_SIZE)
+                connection.feed(data, time.monotonic())
+    except anyio.EndOfStream:  # anyio's EOF is an exception, not b""
+        pass
+    except anyio.BrokenResourceError as exc:  # the socket's error is its cause
+        outcome = RESET if isinstance(exc.__cause__, ConnectionResetError) else ERROR
+    finally:
+        sink.close(connection, outcome, time.monotonic())
+        await anyio.aclose_forcefully(stream)  # close now, even if we are being cancelled
+
+
+def _pause_until_read(stream: SocketStream) -> None:
+    """Pause an accepted asyncio transport until the first receive() asks for data.
+
+    anyio's asyncio backend reads only while a receive() waits: it resumes the transport
+    then, and pauses it after. But its listener hands over accepted transports still
+    reading (``connect_tcp`` pauses its own; ``TCPSocketListener.accept`` does not, in
+    anyio/_backends/_asyncio.py), and receive() pauses only after a wait, which never comes
+    while bytes are queued. So the transport reads without limit as long as its queue is
+    not empty. On uvloop, which reads up to 32 times 64 KiB per loop turn against one chunk
+    taken per receive(), a fast sender grew this server to 458 MB
+    (test_server_memory_stays_bounded_under_a_fast_sender, measured before this). anyio has
+    no public call for it: this is the transport's own pause_reading(), reached privately,
+    and only where there is one (not on the trio backend)."""
+    transport = getattr(stream, "_transport", None)
+    if transport is not None and not transport.is_closing():
+        transport.pause_reading()
+
+
+async def _accept_connections(sink: Sink, listener: SocketListener, group: TaskGroup) -> None:
+    """Accept connections into ``group`` until cancelled. Not ``listener.serve()``: it
+    has no error handling (anyio/abc/_sockets.py), so accept() failing for want of
+    descriptors would end it, and the server would stop accepting for good. Here it
+    pauses for the sink's back-off instead: the connections wait in the kernel's queue."""
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            # EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: never stop. The asyncio backend
+            # raises the OSError, the trio backend a BrokenResourceError caused by it.
+            except (OSError, anyio.BrokenResourceError) as exc:
+                reason = error_text(loops.cause(exc))
+                await anyio.sleep(sink.accept_failed(reason, time.monotonic()))
+                continue
+            group.start_soon(handle_connection, sink, stream)
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+async def start_listening(
+    task_group: TaskGroup, sink: Sink, options: ServeOptions
+) -> tuple[list[SocketListener], anyio.CancelScope]:
+    """Listen on ``options.host:port``, accepting in tasks of ``task_group`` whose
+    connections are tasks of ``task_group`` too; return the listeners and the scope whose
+    cancel() stops accepting (the connections carry on)."""
+    multi = await anyio.create_tcp_listener(
+        local_host=options.host, local_port=options.port, backlog=BACKLOG
+    )
+    # A listener per address the host resolves to: TCP SocketListeners, which MultiListener
+    # types only as Listeners.
+    listeners = [cast(SocketListener, listener) for listener in multi.listeners]
+    accepting = anyio.CancelScope()
+
+    async def accept_on_all() -> None:
+        with accepting:
+            async with anyio.create_task_group() as acceptors:
+                for listener in listeners:
+                    acceptors.start_soon(_accept_connections, sink, listener, task_group)
+
+    task_group.start_soon(accept_on_all)
+    return listeners, accepting
+
+
+async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
+    """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
+    ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
+    delay = LoopDelay()
+    sink = options.sink(delay, emit)
+    signals = loops.Signals()
+    try:
+        async with anyio.create_task_group() as group:
+            stop_ticker = start_ticker(group, delay, sink.expire)
+            listeners, accepting = await start_listening(group, sink, options)
+            port = listeners[0].extra(SocketAttribute.local_port)
+            emit(options.listening(port, loops.loop_name()))
+            stopped_by = await signals.wait()
+            accepting.cancel()  # stop accepting; connections already accepted carry on
+            if not await loops.wait_idle(sink, options.grace, signals):
+                sink.abort_all()
+                await loops.wait_idle(sink, None)
+            stop_ticker()
+    finally:
+        signals.close()
+    emit(sink.stopped())
+    return stopped_by
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def serve(options: ServeOptions, emit: Emit) -> int:
+    """Run the sink on the backend that ``options.loop`` names until a signal stops it;
+    return that signal."""
+    return loops.run(functools.partial(serve_until_stopped, options, emit), options.loop)
+
+
+async def main() -> None:
+    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
+    await serve_until_stopped(ServeOptions(impl="anyio"), lambda e: print(e.text()))
+
+
+if __name__ == "__main__":
+    anyio.run(main)

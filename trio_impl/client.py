@@ -1,0 +1,118 @@
+"""Large-payload client on trio: ``trio.open_tcp_stream``, then ``await send_all(chunk)``
+for every chunk, which returns once the kernel has taken all of it: that wait is the
+backpressure. Then ``send_eof()``, and the sink's own close (``receive_some`` returning
+``b""``) is the receipt.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import trio
+
+from ..common.accounting import SendAccount
+from ..common.interface import (
+    CloseTimeout,
+    Progress,
+    SendFailed,
+    SendOptions,
+    SendResult,
+    error_text,
+    kernel_took,
+)
+from ..common.loopdelay import LoopDelay
+from ..common.payload import TALK_SIZE, Payload, PayloadError
+from . import loops
+from .ticker import start_ticker
+
+__all__ = ["main", "send", "send_all", "send_one"]
+
+# --- connection -------------------------------------------------------------------------
+
+
+async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
+    """Stream the payload over one connection (in its own task)."""
+    stream = await trio.open_tcp_stream(options.host, options.port)
+    async with stream:
+        sending = 0
+        try:
+            for chunk in options.payload.chunks(options.chunk_size):
+                sending = len(chunk)
+                # A checkpoint, then as many send() calls as the kernel needs, parking this
+                # task while its buffer is full. If it fails or is cancelled, it does not
+                # say how much of the chunk went out: the kernel does.
+                await stream.send_all(chunk)
+                sending = 0
+                account.feed(chunk, loops.now())
+                progress(len(chunk))
+        except BaseException:  # Cancelled too: on a signal or a sibling's failure
+            account.unfinished(sending, kernel_took(stream.socket))
+            raise
+        await stream.send_eof()  # half-close: the kernel sends FIN after our bytes
+        # The sink closes only after reading our EOF: its close is the receipt.
+        try:
+            with trio.fail_after(options.close_timeout):
+                while await stream.receive_some(64 * 1024):  # a sink says nothing
+                    pass
+        except trio.TooSlowError:
+            raise CloseTimeout(options.close_timeout) from None
+    account.end(loops.now())
+
+
+# --- client -----------------------------------------------------------------------------
+
+
+async def send_all(options: SendOptions, progress: Progress) -> SendResult:
+    """Run ``options.connections`` transfers at once, a task each in one nursery, with the
+    ticker beside them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    delay = LoopDelay()
+    signals = loops.Signals()
+    accounts = [SendAccount(options.digest) for _ in range(options.connections)]
+    failures: list[BaseException] = []
+
+    async def transfers() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def run(account: SendAccount) -> None:
+                try:
+                    await send_one(options, account, progress)
+                except (OSError, PayloadError, trio.BrokenResourceError) as exc:
+                    # Kept, not raised: the first failure stops the others, and is the one
+                    # reported (trio would raise them all in an exception group).
+                    failures.append(loops.cause(exc))
+                    nursery.cancel_scope.cancel()
+
+            for account in accounts:
+                nursery.start_soon(run, account)
+
+    try:
+        async with trio.open_nursery() as ticking:
+            stop_ticker = start_ticker(ticking, delay)
+            interrupted = await loops.wait_or_signal(transfers, signals)
+            stop_ticker()
+    finally:
+        signals.close()
+    went_out = sum(account.handed_to_kernel for account in accounts)
+    if interrupted is not None:
+        raise SendFailed.interrupted(interrupted, went_out)
+    if failures:
+        raise SendFailed(error_text(failures[0]), went_out)
+    return SendResult.from_accounts(accounts, delay.stats())
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def send(options: SendOptions, progress: Progress) -> SendResult:
+    """Send under trio; raise SendFailed if any transfer fails."""
+    return loops.run(functools.partial(send_all, options, progress), options.loop)
+
+
+async def main() -> None:
+    """Send the talk's 73,400,320 bytes of ``foobar\\n`` to 127.0.0.1:1234."""
+    result = await send_all(SendOptions(Payload(TALK_SIZE)), lambda count: None)
+    print(f"sent {result.bytes} bytes in {result.seconds:.3f} s")
+
+
+if __name__ == "__main__":
+    trio.run(main)

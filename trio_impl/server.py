@@ -1,0 +1,131 @@
+"""Sink server on trio: ``trio.serve_tcp`` starts a task per connection, which reads with
+``receive_some`` until EOF (``b""``). Stopping is cancelling: the accept loop's scope stops
+accepting, each connection's own scope aborts it.
+
+RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+
+import trio
+
+from ..common.events import EOF, ERROR, RESET
+from ..common.interface import RESET_LINGER, Emit, ServeOptions, format_peer
+from ..common.loopdelay import LoopDelay
+from ..common.sink import Sink
+from . import loops
+from .ticker import start_ticker
+
+__all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
+
+#: Bytes asked of each receive_some(). trio's streams have no receive_into: each call
+#: returns new bytes (trio's own default asks 64 KiB).
+READ_SIZE = 256 * 1024
+#: Connections the kernel queues before accept() (trio's default is 0xFFFF, capped by
+#: the kernel's somaxconn); the same as every other sink here.
+BACKLOG = 1024
+
+# --- connection -------------------------------------------------------------------------
+
+
+async def handle_connection(sink: Sink, stream: trio.abc.Stream) -> None:
+    """Count one connection's bytes until EOF, then report it (in its own task). Any trio
+    stream will do: ``serve_tcp`` hands a ``SocketStream``, a test a memory stream."""
+    # The connection's own scope: the sink's abort (grace over, idle too long) cancels it.
+    scope = trio.CancelScope()
+    connection = sink.open(_peer(stream), loops.now(), scope.cancel)
+    if connection is None:  # --max-connections are open: reset, and reported
+        if isinstance(stream, trio.SocketStream):
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
+        await stream.aclose()
+        return
+    outcome = EOF
+    try:
+        with scope:
+            while data := await stream.receive_some(READ_SIZE):
+                connection.feed(data, loops.now())
+    except trio.BrokenResourceError as exc:  # the socket's error is its cause
+        outcome = RESET if isinstance(exc.__cause__, ConnectionResetError) else ERROR
+    finally:
+        sink.close(connection, outcome, loops.now())
+        await trio.aclose_forcefully(stream)  # close now, even if we are being cancelled
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    if not isinstance(stream, trio.SocketStream):
+        return type(stream).__name__
+    try:
+        return format_peer(stream.socket.getpeername())
+    except OSError:  # the peer already reset: None, as asyncio's "peername" is then
+        return format_peer(None)
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+async def start_listening(
+    nursery: trio.Nursery, sink: Sink, options: ServeOptions
+) -> tuple[list[trio.SocketListener], trio.CancelScope]:
+    """Listen on ``options.host:port``, accepting in a task of ``nursery`` whose
+    connections are tasks of ``nursery`` too; return the listeners and the scope whose
+    cancel() stops accepting (the connections carry on)."""
+    accepting = trio.CancelScope()
+
+    async def accept(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+        with accepting:
+            await trio.serve_tcp(
+                functools.partial(handle_connection, sink),
+                options.port,
+                host=options.host,
+                backlog=BACKLOG,
+                handler_nursery=nursery,
+                task_status=task_status,
+            )
+
+    listeners: list[trio.SocketListener] = await nursery.start(accept)
+    return listeners, accepting
+
+
+async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
+    """Serve until SIGINT or SIGTERM, then stop accepting, give open transfers
+    ``options.grace`` seconds, abort the rest, and report the totals; return the signal."""
+    delay = LoopDelay()
+    sink = options.sink(delay, emit)
+    signals = loops.Signals()
+    try:
+        with loops.report_accept_trouble(sink):
+            async with trio.open_nursery() as nursery:
+                stop_ticker = start_ticker(nursery, delay, sink.expire)
+                listeners, accepting = await start_listening(nursery, sink, options)
+                port = listeners[0].socket.getsockname()[1]
+                emit(options.listening(port, loops.loop_name()))
+                stopped_by = await signals.wait()
+                accepting.cancel()  # stop accepting; connections already accepted carry on
+                if not await loops.wait_idle(sink, options.grace, signals):
+                    sink.abort_all()
+                    await loops.wait_idle(sink, None)
+                stop_ticker()
+    finally:
+        signals.close()
+    emit(sink.stopped())
+    return stopped_by
+
+
+# --- run --------------------------------------------------------------------------------
+
+
+def serve(options: ServeOptions, emit: Emit) -> int:
+    """Run the sink under trio until a signal stops it; return that signal."""
+    return loops.run(functools.partial(serve_until_stopped, options, emit), options.loop)
+
+
+async def main() -> None:
+    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
+    await serve_until_stopped(ServeOptions(impl="trio"), lambda e: print(e.text()))
+
+
+if __name__ == "__main__":
+    trio.run(main)
