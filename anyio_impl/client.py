@@ -35,6 +35,7 @@ __all__ = ["main", "send", "send_all", "send_one"]
 
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection (in its own task)."""
+    account.connecting(time.monotonic())
     stream = await anyio.connect_tcp(options.host, options.port)
     # Asked now: once the transport has closed, extra() itself fails (its attribute table
     # calls getpeername() on a socket that is gone).
@@ -71,27 +72,31 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
 
 
 async def send_all(options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers at once, a task each in one task group, with
-    the ticker beside them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    """Run ``options.connections`` transfers, ``options.at_once`` at a time, a task each in
+    one task group, with the ticker beside them; on SIGINT or SIGTERM stop them, saying how
+    many bytes went out."""
     delay = LoopDelay()
     signals = loops.Signals()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
     failures: list[BaseException] = []
+    pending = iter(accounts)
 
     async def transfers() -> None:
         async with anyio.create_task_group() as group:
 
-            async def run(account: SendAccount) -> None:
-                try:
-                    await send_one(options, account, progress)
-                except (OSError, PayloadError, anyio.BrokenResourceError) as exc:
-                    # Kept, not raised: the first failure stops the others, and is the one
-                    # reported (the task group would raise them all in an exception group).
-                    failures.append(loops.cause(exc))
-                    group.cancel_scope.cancel()
+            async def run() -> None:
+                for account in pending:  # the next transfer, when done with one
+                    try:
+                        await send_one(options, account, progress)
+                    except (OSError, PayloadError, anyio.BrokenResourceError) as exc:
+                        # Kept, not raised: the first failure stops the others, and is the
+                        # one reported (the task group would raise them all in a group).
+                        failures.append(loops.cause(exc))
+                        group.cancel_scope.cancel()
+                        return
 
-            for account in accounts:
-                group.start_soon(run, account)
+            for _ in range(options.at_once):
+                group.start_soon(run)
 
     try:
         async with anyio.create_task_group() as ticking:

@@ -35,6 +35,7 @@ def send_one(
     options: SendOptions, account: SendAccount, progress: Progress, sockets: list[socket.socket]
 ) -> None:
     """Stream the payload over one connection (in this connection's thread)."""
+    account.connecting(time.monotonic())
     with socket.create_connection((options.host, options.port)) as sock:
         sockets.append(sock)  # so that another thread's failure can stop this one
         sending = 0
@@ -65,21 +66,30 @@ def send_one(
 
 
 def send_all(options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers in as many threads, ticking in this one; on
-    SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    """Run ``options.connections`` transfers, ``options.at_once`` at a time, a thread each
+    at a time, ticking in this one; on SIGINT or SIGTERM stop them, saying how many bytes
+    went out."""
     lock = threading.RLock()  # what the ticker takes: no worker reads the delay here
     delay = LoopDelay()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
     sockets: list[socket.socket] = []
     failures: list[BaseException] = []
 
-    def run(account: SendAccount) -> None:
-        try:
-            send_one(options, account, progress, sockets)
-        except (OSError, PayloadError) as exc:
-            failures.append(exc)
+    # Each thread takes the next transfer when it is done with one: next() on a list's
+    # iterator is one C call, atomic under the GIL.
+    pending = iter(accounts)
 
-    threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in accounts]
+    def run() -> None:
+        for account in pending:
+            if failures:
+                return
+            try:
+                send_one(options, account, progress, sockets)
+            except (OSError, PayloadError) as exc:
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(options.at_once)]
     ticker = start_ticker(lock, delay)
     signals = loops.Signals()
     try:

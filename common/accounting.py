@@ -96,12 +96,25 @@ class SendAccount(ByteAccount):
     :attr:`handed_to_kernel`.
     """
 
-    __slots__ = ("buffered", "partial")
+    __slots__ = ("buffered", "connect_at", "partial")
 
     def __init__(self, digest: str = "none") -> None:
         super().__init__(digest)
         self.buffered = 0
         self.partial = 0
+        self.connect_at: float | None = None  # when the client began to connect
+
+    def connecting(self, now: float) -> None:
+        """The client begins to connect, at ``now``: the start of this connection's latency
+        (connect to the sink's close)."""
+        self.connect_at = now
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from the start of the connect to the sink's close, once both happened."""
+        if self.connect_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.connect_at
 
     def unfinished(self, size: int, kernel_took: int | None) -> None:
         """The connection failed while a chunk of ``size`` bytes was being sent, and the

@@ -7,6 +7,7 @@ An implementation is a server module with ``serve`` and a client module with ``s
 from __future__ import annotations
 
 import errno
+import math
 import signal
 import socket
 import struct
@@ -18,7 +19,7 @@ from typing import Protocol, TypeVar, overload, runtime_checkable
 
 from .accounting import SendAccount, process_usage
 from .events import Event, Listening
-from .loopdelay import DelayStats, LoopDelay
+from .loopdelay import MIN_TICKS_FOR_P99, DelayStats, LoopDelay
 from .payload import DEFAULT_CHUNK_SIZE, Payload
 from .sink import Sink
 
@@ -42,6 +43,7 @@ __all__ = [
     "error_text",
     "format_peer",
     "kernel_took",
+    "latency_stats",
     "signal_name",
 ]
 
@@ -107,6 +109,17 @@ class SendOptions:
     digest: str = "none"
     chunk_size: int = DEFAULT_CHUNK_SIZE
     close_timeout: float = CLOSE_TIMEOUT
+    #: At most this many connections open at once (each starts when one ends); None: all.
+    concurrency: int | None = None
+
+    @property
+    def at_once(self) -> int:
+        """How many connections run at once: ``concurrency``, at most ``connections``."""
+        return (
+            self.connections
+            if self.concurrency is None
+            else min(self.concurrency, self.connections)
+        )
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,7 @@ class SendResult:
     ended_at: float | None = None
     cpu_s: float = 0.0
     waits: int = 0  # voluntary context switches over that span: the times it slept
+    latency: DelayStats | None = None  # each connection's connect-to-close, as percentiles
 
     @classmethod
     def from_accounts(cls, accounts: list[SendAccount], loop_delay: DelayStats) -> SendResult:
@@ -153,6 +167,7 @@ class SendResult:
             ended_at=ended_at,
             cpu_s=cpu_end - cpu_start,
             waits=waits_end - waits_start,
+            latency=latency_stats([a.latency for a in accounts if a.latency is not None]),
         )
 
 
@@ -178,6 +193,24 @@ class SendFailed(Exception):
     def interrupted(cls, signum: int, bytes_sent: int) -> SendFailed:
         """The transfer was stopped by SIGINT or SIGTERM."""
         return cls(f"interrupted by {signal_name(signum)}", bytes_sent, signum)
+
+
+def latency_stats(seconds: list[float]) -> DelayStats | None:
+    """Connection latencies as ``DelayStats`` in milliseconds (p50, p99, max over
+    ``ticks`` connections; no p99 with fewer than 100, as for the loop delay)."""
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+
+    def rank(fraction: float) -> float:  # nearest rank
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+    return DelayStats(
+        ticks=len(ordered),
+        p50_ms=rank(0.50) * 1000,
+        p99_ms=rank(0.99) * 1000 if len(ordered) >= MIN_TICKS_FOR_P99 else None,
+        max_ms=ordered[-1] * 1000,
+    )
 
 
 def signal_name(signum: int) -> str:

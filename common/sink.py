@@ -32,7 +32,7 @@ from .events import (
     Rejected,
     Stopped,
 )
-from .loopdelay import LoopDelay
+from .loopdelay import DelayStats, LoopDelay
 
 __all__ = [
     "ACCEPT_RETRY_FIRST",
@@ -107,6 +107,12 @@ class Sink:
         self._paused_at: float | None = None  # start of an episode of failed accepts
         self._retry = ACCEPT_RETRY_FIRST
         self._failures = 0
+        # The span of every connection: the earliest first byte, the latest end, and the
+        # process's usage at each (see Stopped).
+        self._first: tuple[float, float | None, int | None] | None = None
+        self._last: tuple[float, float | None, int | None] | None = None
+        self._busy_mark: int | None = None  # the delay's mark when a busy period began
+        self._busiest = DelayStats(ticks=0)
 
     @property
     def live(self) -> int:
@@ -123,6 +129,8 @@ class Sink:
             self.reject(peer, MAX_CONNECTIONS)
             return None
         connection = Connection(peer, self.digest, self.delay.mark(), abort, now)
+        if not self._live:  # a busy period begins
+            self._busy_mark = connection.mark
         self._live[connection] = None
         return connection
 
@@ -175,9 +183,19 @@ class Sink:
         )
         self._bytes += account.bytes
         self._outcomes[outcome] += 1
-        # Keep only the loop-delay samples that an open connection still needs. Marks grow
-        # in the order connections open, which is the live dict's order: the first is oldest.
-        oldest = next(iter(self._live)).mark if self._live else self.delay.mark()
+        self._extend_span(account)
+        if not self._live and self._busy_mark is not None:  # the busy period ends
+            busy = self.delay.stats(since=self._busy_mark)
+            if busy.ticks >= self._busiest.ticks:
+                self._busiest = busy
+            self._busy_mark = None
+        # Keep only the loop-delay samples that an open connection, or the busy period,
+        # still needs. Marks grow in the order connections open, which is the live dict's
+        # order: the first is the oldest, and the busy period began no later.
+        if self._busy_mark is not None:
+            oldest = self._busy_mark
+        else:
+            oldest = next(iter(self._live)).mark if self._live else self.delay.mark()
         self.delay.forget_before(oldest)
         self._emit(received)
         if not self._live:
@@ -185,6 +203,18 @@ class Sink:
             for callback in callbacks:
                 callback()
         return received
+
+    def _extend_span(self, account: ByteAccount) -> None:
+        if account.first_byte_at is None or account.ended_at is None:
+            return
+        if self._first is None or account.first_byte_at < self._first[0]:
+            self._first = (
+                account.first_byte_at,
+                account.cpu_at_first_byte,
+                account.waits_at_first_byte,
+            )
+        if self._last is None or account.ended_at > self._last[0]:
+            self._last = (account.ended_at, account.cpu_at_end, account.waits_at_end)
 
     def expire(self, now: float) -> int:
         """Abort the connections idle for longer than ``idle_timeout`` (outcome
@@ -214,9 +244,18 @@ class Sink:
 
     def stopped(self) -> Stopped:
         """Return the totals: the sums of every ``received`` event reported."""
+        first = self._first or (None, None, None)
+        last = self._last or (None, None, None)
         return Stopped(
             connections=sum(self._outcomes.values()),
             bytes=self._bytes,
             outcomes=dict(self._outcomes),
             rejected=self._rejected,
+            first_byte_at=first[0],
+            ended_at=last[0],
+            cpu_at_first_byte=first[1],
+            cpu_at_end=last[1],
+            waits_at_first_byte=first[2],
+            waits_at_end=last[2],
+            loop_delay=self._busiest,
         )

@@ -38,6 +38,7 @@ def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> 
     family, _, _, _, address = socket.getaddrinfo(
         options.host, options.port, type=socket.SOCK_STREAM
     )[0]
+    account.connecting(time.monotonic())
     with eventlet.connect(address, family=family) as sock:
         burst = Burst()
         sending = 0
@@ -72,21 +73,25 @@ def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> 
 
 
 def send_all(options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers at once, a green thread each, with the ticker
-    beside them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    """Run ``options.connections`` transfers, ``options.at_once`` at a time, a green thread
+    each at a time, with the ticker beside them; on SIGINT or SIGTERM stop them, saying how
+    many bytes went out."""
     delay = LoopDelay()
     stop_ticker = start_ticker(eventlet.hubs.get_hub(), delay)
     signals = loops.Signals()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
 
-    def run(account: SendAccount) -> Exception | None:
-        try:
-            send_one(options, account, progress)
-        except (OSError, PayloadError, CloseTimeout) as exc:
-            return exc  # returned, not raised: the hub prints what a green thread raises
+    pending = iter(accounts)  # each green thread takes the next transfer when done with one
+
+    def run() -> Exception | None:
+        for account in pending:
+            try:
+                send_one(options, account, progress)
+            except (OSError, PayloadError, CloseTimeout) as exc:
+                return exc  # returned, not raised: the hub prints what a green thread raises
         return None
 
-    threads: list[GreenThread] = [eventlet.spawn(run, account) for account in accounts]
+    threads: list[GreenThread] = [eventlet.spawn(run) for _ in range(options.at_once)]
     try:
         interrupted = loops.wait_or_signal(threads, signals)
     finally:

@@ -34,6 +34,7 @@ __all__ = ["main", "send", "send_all", "send_one"]
 
 def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection (in its own greenlet)."""
+    account.connecting(time.monotonic())
     with gsocket.create_connection((options.host, options.port)) as sock:
         burst = Burst()
         sending = 0
@@ -69,21 +70,25 @@ def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> 
 
 
 def send_all(options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers at once, a greenlet each, with the ticker
-    beside them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    """Run ``options.connections`` transfers, ``options.at_once`` at a time, a greenlet each
+    at a time, with the ticker beside them; on SIGINT or SIGTERM stop them, saying how many
+    bytes went out."""
     delay = LoopDelay()
     stop_ticker = start_ticker(gevent.get_hub(), delay)
     signals = loops.Signals()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
 
-    def run(account: SendAccount) -> Exception | None:
-        try:
-            send_one(options, account, progress)
-        except (OSError, PayloadError, gevent.Timeout) as exc:
-            return exc  # returned, not raised: the hub prints what a greenlet raises
+    pending = iter(accounts)  # each greenlet takes the next transfer when done with one
+
+    def run() -> Exception | None:
+        for account in pending:
+            try:
+                send_one(options, account, progress)
+            except (OSError, PayloadError, gevent.Timeout) as exc:
+                return exc  # returned, not raised: the hub prints what a greenlet raises
         return None
 
-    greenlets = [gevent.spawn(run, account) for account in accounts]
+    greenlets = [gevent.spawn(run) for _ in range(options.at_once)]
     try:
         interrupted = loops.wait_or_signal(greenlets, signals)
     finally:

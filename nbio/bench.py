@@ -12,11 +12,17 @@ loop delay.
 from __future__ import annotations
 
 import json
+import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from .common.payload import DEFAULT_CHUNK_SIZE
@@ -44,6 +50,9 @@ _BOOT = (
 )
 #: The CLI, run by the interpreter that runs us.
 NBIO = [sys.executable, "-c", _BOOT, "nbio"]
+#: ``received`` events a stored transfer keeps (the first ones); beyond that the server's
+#: ``stopped`` event, which spans every connection, carries its figures.
+KEEP_RECEIVED = 16
 #: The reference at the limit: plain sockets, no accounting (see :mod:`nbio.reference`).
 REFERENCE = "reference"
 GIB = 1024**3
@@ -87,9 +96,10 @@ class Settings:
     connections: int = 1
     chunk_size: int = DEFAULT_CHUNK_SIZE
     digest: str = "none"
+    concurrency: int | None = None  # at most this many connections at once; None: all
 
     def send_args(self) -> list[str]:
-        return [
+        args = [
             "--size",
             str(self.size),
             "--connections",
@@ -99,6 +109,7 @@ class Settings:
             "--digest",
             self.digest,
         ]
+        return args + ([] if self.concurrency is None else ["--concurrency", str(self.concurrency)])
 
 
 def command(verb: str, target: Target, *args: str) -> list[str]:
@@ -118,27 +129,54 @@ class Transfer:
     sent: Events
     received: list[Events] = field(default_factory=list)
     stopped: Events = field(default_factory=dict)
+    #: With ``strace``: each process's system calls by name, ``{"client": {"sendto": 9}}``.
+    syscalls: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """Every event, but only the first :data:`KEEP_RECEIVED` ``received`` events: a run
+        of 10,000 connections is measured from ``stopped``, which spans them all."""
+        data: dict[str, Any] = {
             "listening": self.listening,
             "sent": self.sent,
-            "received": self.received,
+            "received": self.received[:KEEP_RECEIVED],
+            "received_count": len(self.received),
             "stopped": self.stopped,
         }
+        return data | ({"syscalls": self.syscalls} if self.syscalls else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Transfer:
-        return cls(data["listening"], data["sent"], list(data["received"]), data["stopped"])
+        return cls(
+            data["listening"],
+            data["sent"],
+            list(data["received"]),
+            data["stopped"],
+            dict(data.get("syscalls", {})),
+        )
+
+    @property
+    def _span(self) -> bool:
+        """Whether the server's ``stopped`` event spans its connections (every nbio server;
+        not the plain-socket reference, whose figures come from its ``received`` events)."""
+        return self.stopped.get("first_byte_at") is not None
 
     @property
     def server_bytes(self) -> int:
+        if self.stopped.get("bytes") is not None and self._span:
+            return int(self.stopped["bytes"])
         return sum(int(r["bytes"]) for r in self.received)
+
+    @property
+    def server_connections(self) -> int:
+        """Connections the server served to their end."""
+        return int(self.stopped.get("connections", len(self.received)))
 
     @property
     def server_seconds(self) -> float:
         """The wall span the server saw: earliest first byte to latest end, over every
         connection (``time.monotonic()``, one clock for the whole machine)."""
+        if self._span:
+            return float(self.stopped["ended_at"]) - float(self.stopped["first_byte_at"])
         starts = [r["first_byte_at"] for r in self.received if r["first_byte_at"] is not None]
         ends = [r["ended_at"] for r in self.received if r["ended_at"] is not None]
         return max(ends) - min(starts) if starts and ends else 0.0
@@ -153,6 +191,8 @@ class Transfer:
     def server_cpu_s(self) -> float:
         """The server's CPU seconds over that same span (its CPU clock only moves forward,
         so the earliest reading is the one at the earliest first byte)."""
+        if self._span:
+            return float(self.stopped["cpu_at_end"]) - float(self.stopped["cpu_at_first_byte"])
         starts = [
             r["cpu_at_first_byte"] for r in self.received if r["cpu_at_first_byte"] is not None
         ]
@@ -162,6 +202,8 @@ class Transfer:
     @property
     def server_waits(self) -> int:
         """The server's voluntary context switches over that span."""
+        if self._span:
+            return int(self.stopped["waits_at_end"]) - int(self.stopped["waits_at_first_byte"])
         starts = [
             r["waits_at_first_byte"] for r in self.received if r["waits_at_first_byte"] is not None
         ]
@@ -170,35 +212,137 @@ class Transfer:
 
     @property
     def server_delay(self) -> Events:
-        """The loop delay of the connection that saw the most ticks: the longest span."""
+        """The server's loop delay over its busiest period (``stopped``), or else that of the
+        connection that saw the most ticks: the longest span."""
+        if self._span and "ticks" in self.stopped:
+            return self.stopped
         return max(self.received, key=lambda r: int(r["ticks"]), default={"ticks": 0})
 
 
-def _next_event(stream: IO[str], proc: subprocess.Popen[str]) -> Events:
-    line = stream.readline()
+class _Lines:
+    """A child's output, read line by line on a thread of its own as the child writes it: a
+    server reports every connection it ends, and one that served 10,000 would fill the pipe
+    and stop serving if nobody read it until the client was done."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put("")  # end of output
+
+    def next(self, timeout: float = WAIT) -> str:
+        """The next line, or "" at the end of the output."""
+        try:
+            return self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TransferFailed(f"no output from the server in {timeout:.0f} s") from None
+
+    def join(self) -> None:
+        """Wait for the end of the output (the child has exited)."""
+        self._thread.join(WAIT)
+
+    def rest(self) -> str:
+        """Everything left, once the child has exited."""
+        self.join()
+        left = []
+        while not self._lines.empty():
+            left.append(self._lines.get_nowait())
+        return "".join(left)
+
+
+def _next_event(lines: _Lines, errors: _Lines, proc: subprocess.Popen[str]) -> Events:
+    line = lines.next()
     if not line:
         proc.wait(WAIT)
-        stderr = proc.stderr.read().strip() if proc.stderr else ""
+        stderr = errors.rest().strip()
         raise TransferFailed(stderr.splitlines()[-1] if stderr else "server exited")
     event: Events = json.loads(line)
     return event
 
 
-def run_transfer(server: Target, client: Target, settings: Settings) -> Transfer:
+def strace_missing() -> str | None:
+    """Why system calls cannot be counted here, or None."""
+    return None if shutil.which("strace") else "strace not installed"
+
+
+def _traced(argv: list[str], path: str | None) -> list[str]:
+    """``argv`` under ``strace -f -c`` (every thread, a count per system call) into ``path``."""
+    return argv if path is None else ["strace", "-f", "-c", "-o", path, "--", *argv]
+
+
+def _tracee(pid: int) -> int:
+    """The process strace (``pid``) started: the one to signal."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as file:
+            children = file.read().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.01)
+    raise TransferFailed("strace started no server")
+
+
+def syscall_counts(text: str) -> dict[str, int]:
+    """The calls per system call in the table ``strace -c`` writes."""
+    counts = {}
+    for line in text.splitlines():
+        parts = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall": calls is the 4th.
+        if len(parts) in (5, 6) and parts[3].isdigit() and parts[-1] != "total":
+            counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+def run_transfer(
+    server: Target, client: Target, settings: Settings, strace: bool = False
+) -> Transfer:
     """Start ``server``, run ``client`` against it with ``settings``, stop the server, and
     check that every byte is accounted for, that the events name the settings asked for,
-    and (with the ``sha256`` digest) that both sides saw the same bytes."""
+    and (with the ``sha256`` digest) that both sides saw the same bytes. With ``strace``,
+    both processes run under ``strace -f -c`` and the transfer keeps their counts."""
+    with tempfile.TemporaryDirectory(prefix="nbio-strace-") as tmp:
+        paths = {side: os.path.join(tmp, side) if strace else None for side in SIDES}
+        transfer = _run_transfer(server, client, settings, paths)
+        if strace:
+            syscalls = {}
+            for side, path in paths.items():
+                assert path is not None
+                with open(path, encoding="utf-8") as file:
+                    syscalls[side] = syscall_counts(file.read())
+            transfer = replace(transfer, syscalls=syscalls)
+    problems = check(transfer, settings)
+    if problems:
+        raise TransferFailed("; ".join(problems))
+    return transfer
+
+
+SIDES = ("client", "server")
+
+
+def _run_transfer(
+    server: Target, client: Target, settings: Settings, traces: dict[str, str | None]
+) -> Transfer:
     proc = subprocess.Popen(
-        command("serve", server, "--port", "0", "--digest", settings.digest),
+        _traced(
+            command("serve", server, "--port", "0", "--digest", settings.digest), traces["server"]
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
+    lines, errors = _Lines(proc.stdout), _Lines(proc.stderr)
     try:
-        listening = _next_event(proc.stdout, proc)
+        listening = _next_event(lines, errors, proc)
         done = subprocess.run(
-            command("send", client, "--port", str(listening["port"]), *settings.send_args()),
+            _traced(
+                command("send", client, "--port", str(listening["port"]), *settings.send_args()),
+                traces["client"],
+            ),
             capture_output=True,
             text=True,
             timeout=WAIT,
@@ -206,22 +350,19 @@ def run_transfer(server: Target, client: Target, settings: Settings) -> Transfer
         if done.returncode != 0:
             raise TransferFailed(done.stderr.strip() or f"client exited {done.returncode}")
         sent: Events = json.loads(done.stdout.splitlines()[-1])
-        received = [_next_event(proc.stdout, proc) for _ in range(settings.connections)]
-        proc.send_signal(signal.SIGTERM)
-        stopped = _next_event(proc.stdout, proc)
+        received = [_next_event(lines, errors, proc) for _ in range(settings.connections)]
+        # Under strace, the server is strace's child: signal it, not strace.
+        os.kill(proc.pid if traces["server"] is None else _tracee(proc.pid), signal.SIGTERM)
+        stopped = _next_event(lines, errors, proc)
         proc.wait(WAIT)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-    transfer = Transfer(listening, sent, received, stopped)
-    problems = check(transfer, settings)
-    if problems:
-        raise TransferFailed("; ".join(problems))
-    return transfer
+        for reader, stream in ((lines, proc.stdout), (errors, proc.stderr)):
+            reader.join()  # the child has exited: its output ends
+            stream.close()
+    return Transfer(listening, sent, received, stopped)
 
 
 def check(transfer: Transfer, settings: Settings) -> list[str]:
@@ -231,13 +372,15 @@ def check(transfer: Transfer, settings: Settings) -> list[str]:
     # The settings, as each process says it ran (the reference hashes nothing, says no digest).
     ran: list[tuple[str, object, object]] = [("client digest", sent.get("digest"), settings.digest)]
     ran.append(("client chunk size", sent.get("chunk_size"), settings.chunk_size))
+    if "concurrency" in sent or settings.concurrency is not None:
+        ran.append(("client concurrency", sent.get("concurrency"), settings.concurrency))
     if "digest" in listening:
         ran.append(("server digest", listening["digest"], settings.digest))
     problems += [
         f"{what} {got!r} ran, {asked!r} was asked" for what, got, asked in ran if got != asked
     ]
     expected = settings.size * settings.connections
-    counted = transfer.server_bytes
+    counted = sum(int(r["bytes"]) for r in received)
     if not sent["bytes"] == counted == transfer.stopped.get("bytes") == expected:
         problems.append(f"{expected} bytes asked, {sent['bytes']} sent, {counted} counted")
     if any(r["outcome"] != "eof" for r in received):

@@ -218,7 +218,13 @@ def build_parser() -> Parser:
         "--connections",
         type=_bounded("connections", 1, MAX_CONNECTIONS, _whole),
         default=1,
-        help="concurrent connections, each sending --size bytes",
+        help="connections, each sending --size bytes (all at once unless --concurrency)",
+    )
+    send.add_argument(
+        "--concurrency",
+        type=_bounded("concurrency", 1, MAX_CONNECTIONS, _whole),
+        default=None,
+        help="at most this many connections open at once, each starting as one ends",
     )
     send.add_argument(
         "--chunk-size",
@@ -248,10 +254,18 @@ def build_parser() -> Parser:
         "compare", help="measure every implementation and loop side by side, as processes"
     )
     compare_.add_argument(
+        "--workload",
+        choices=[*compare.WORKLOADS, "all"],
+        default="stream",
+        help="what every run sends: "
+        + "; ".join(f"{w.name}: {w.what}" for w in compare.WORKLOADS.values())
+        + "; all: each in turn (default stream)",
+    )
+    compare_.add_argument(
         "--size",
         type=_size,
-        default=256 * 1024 * 1024,
-        help="bytes per connection (default 256MiB)",
+        default=None,
+        help="bytes per connection (default: the workload's, 256MiB for stream)",
     )
     compare_.add_argument(
         "--repeat",
@@ -263,25 +277,39 @@ def build_parser() -> Parser:
         "--impls", default=None, help="comma-separated implementations (default: all installed)"
     )
     compare_.add_argument(
-        "--loops", default=None, help="comma-separated loops (default: every loop of each)"
+        "--loops",
+        default=None,
+        help="comma-separated loops, or all (default: each implementation's default loop)",
     )
     compare_.add_argument(
         "--connections",
         type=_bounded("connections", 1, MAX_CONNECTIONS, _whole),
-        default=1,
-        help="concurrent connections per run, each --size bytes",
+        default=None,
+        help="connections per run, each --size bytes (default: the workload's)",
+    )
+    compare_.add_argument(
+        "--concurrency",
+        type=_bounded("concurrency", 1, MAX_CONNECTIONS, _whole),
+        default=None,
+        help="at most this many connections at once (default: the workload's)",
     )
     compare_.add_argument(
         "--chunk-size",
         type=_bounded("chunk size", 1, MAX_CHUNK_SIZE, parse_size),
-        default=DEFAULT_CHUNK_SIZE,
-        help="bytes per client write (default 256KiB)",
+        default=None,
+        help="bytes per client write (default: the workload's, 256KiB but for small-writes)",
     )
     compare_.add_argument(
         "--digest",
         choices=DIGESTS,
         default="none",
         help="also check sha256 on both sides (costs CPU; default none)",
+    )
+    compare_.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="also count each row's sends, receives and waits under strace -f -c "
+        "(one more transfer per row, and a 1-byte one to subtract)",
     )
     compare_.add_argument(
         "--matrix",
@@ -567,7 +595,10 @@ def run_send(args: argparse.Namespace) -> int:
     entry = _entry(args)
     _check_host(args.host)
     loop_limit = entry.loop(args.loop).max_connections
-    if loop_limit is not None and args.connections > loop_limit:
+    at_once = (
+        args.connections if args.concurrency is None else min(args.concurrency, args.connections)
+    )
+    if loop_limit is not None and at_once > loop_limit:
         raise UsageError(
             f"the {args.loop} loop watches at most {loop_limit} connections (select() stops at "
             f"descriptor 1024): use fewer, or another loop"
@@ -583,6 +614,7 @@ def run_send(args: argparse.Namespace) -> int:
         digest=args.digest,
         chunk_size=args.chunk_size,
         close_timeout=args.close_timeout,
+        concurrency=args.concurrency,
     )
     implementation = registry.load(entry)
     _apply_tune(args.tune)
@@ -622,6 +654,8 @@ def run_send(args: argparse.Namespace) -> int:
         waits=result.waits,
         rss_kib=rss_kib,
         peak_rss_kib=usage.peak_rss_kib(),
+        concurrency=args.concurrency,
+        latency=result.latency,
     )
     try:
         emit(sent)
@@ -673,8 +707,10 @@ def _names(text: str | None, known: set[str], what: str) -> list[str] | None:
 
 def run_compare(args: argparse.Namespace) -> int:
     impls = _names(args.impls, {e.name for e in registry.ENTRIES}, "implementation")
-    loops = _names(args.loops, {loop.name for e in registry.ENTRIES for loop in e.loops}, "loop")
-    if args.size < 1:
+    every_loop = args.loops == "all"
+    known_loops = {loop.name for e in registry.ENTRIES for loop in e.loops}
+    loops = None if every_loop else _names(args.loops, known_loops, "loop") or ["default"]
+    if args.size is not None and args.size < 1:
         raise UsageError("size must be at least 1 byte: throughput of nothing is no figure")
     _check_outputs(args)
     chosen = compare.targets(impls, loops)
@@ -683,15 +719,55 @@ def run_compare(args: argparse.Namespace) -> int:
     for variant in args.variant:
         _check_variant(variant)
     chosen += args.variant
-    settings = compare.CompareSettings(
-        size=args.size,
-        seed=random.randrange(2**32) if args.seed is None else args.seed,
-        repeat=args.repeat,
-        connections=args.connections,
-        chunk_size=args.chunk_size,
-        digest=args.digest,
-        matrix=args.matrix,
-    )
+    seed = random.randrange(2**32) if args.seed is None else args.seed
+    workloads = list(compare.WORKLOADS) if args.workload == "all" else [args.workload]
+    status = 0
+    for name in workloads:
+        workload = compare.WORKLOADS[name]
+        settings = compare.CompareSettings(
+            size=workload.size if args.size is None else args.size,
+            seed=seed,
+            repeat=args.repeat,
+            connections=workload.connections if args.connections is None else args.connections,
+            chunk_size=workload.chunk_size if args.chunk_size is None else args.chunk_size,
+            digest=args.digest,
+            matrix=args.matrix,
+            workload=name,
+            concurrency=workload.concurrency if args.concurrency is None else args.concurrency,
+            syscalls=args.syscalls,
+        )
+        at_once = settings.connections
+        if settings.concurrency is not None:
+            at_once = min(settings.concurrency, at_once)
+        fit = [t for t in chosen if _watches(t, at_once)]
+        for target in chosen:
+            if target not in fit:  # a select() loop: not a failure of the framework
+                _say(
+                    f"nbio compare: {name}: skipping {target.id}: its loop watches fewer "
+                    f"than {at_once} connections"
+                )
+        save = args.save
+        if save is not None and len(workloads) > 1:  # one stored report per workload
+            stem, dot, suffix = save.rpartition(".")
+            save = f"{stem}-{name}.{suffix}" if dot else f"{save}-{name}"
+        status = max(status, _compare_one(settings, fit, args, save))
+    return status
+
+
+def _watches(target: bench.Target, connections: int) -> bool:
+    """Whether ``target``'s loop can watch ``connections`` sockets at once."""
+    if target.impl == bench.REFERENCE:
+        return True
+    limit = registry.get(target.impl).loop(target.loop).max_connections
+    return limit is None or connections <= limit
+
+
+def _compare_one(
+    settings: compare.CompareSettings,
+    chosen: list[bench.Target],
+    args: argparse.Namespace,
+    save: str | None,
+) -> int:
     started = time.monotonic()
     if args.matrix:
         count = len([t for t in chosen if t.loop == "default"]) ** 2
@@ -701,8 +777,8 @@ def run_compare(args: argparse.Namespace) -> int:
         with _progress(compare.steps(settings, len(chosen) + 1), True, "runs") as advance:
             measured = compare.run(settings, chosen, advance)
     measured.seconds = round(time.monotonic() - started, 1)  # as the saved report keeps it
-    if args.save is not None:
-        with open(args.save, "w", encoding="utf-8") as file:
+    if save is not None:
+        with open(save, "w", encoding="utf-8") as file:
             file.write(measured.to_json(report.figures) + "\n")
     _render(measured, args)
     failed = [r.target.id for r in measured.rows if r.error]
@@ -769,10 +845,20 @@ def _table(measured: compare.Report) -> str:
     rows = report.reduce(measured)
     if rows:
         table = Table(show_edge=False, pad_edge=False)
-        for header in report.COLUMNS:
+        workload = measured.settings.workload
+        for header in report.columns(workload):
             table.add_column(header, justify="left" if header in ("impl", "loop") else "right")
         for row in rows:
-            table.add_row(*report.cells(row))
+            table.add_row(*report.cells(row, workload))
+        console.print(table)
+    if any(row.syscalls for row in rows):
+        console.print(report.SYSCALLS_TITLE.format(per=report.per(measured)), highlight=False)
+        table = Table(show_edge=False, pad_edge=False)
+        for header in report.SYSCALL_COLUMNS:
+            table.add_column(header, justify="left" if header in ("impl", "loop") else "right")
+        for row in rows:
+            if row.syscalls:
+                table.add_row(*report.syscall_cells(row))
         console.print(table)
     if measured.matrix:
         console.print(report.matrix_markdown(measured), highlight=False)

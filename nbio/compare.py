@@ -18,6 +18,7 @@ and renders them, here and from a saved file alike.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import importlib.util
 import io
@@ -29,21 +30,31 @@ import random
 import token
 import tokenize
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import registry
-from .bench import REFERENCE, Settings, Target, Transfer, TransferFailed, run_transfer
+from .bench import (
+    REFERENCE,
+    Settings,
+    Target,
+    Transfer,
+    TransferFailed,
+    run_transfer,
+    strace_missing,
+)
 from .common.payload import DEFAULT_CHUNK_SIZE
 
 __all__ = [
     "BASELINE",
     "FORMAT",
+    "WORKLOADS",
     "Cell",
     "CompareSettings",
     "Report",
     "Row",
     "Run",
+    "Workload",
     "lines_of_code",
     "machine",
     "run",
@@ -53,7 +64,48 @@ __all__ = [
 
 BASELINE = "blocking"
 #: The version of the saved report's layout.
-FORMAT = 2
+FORMAT = 3
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one kind of run sends, on the same sink and client protocol as every other."""
+
+    name: str
+    size: int  # bytes per connection
+    connections: int = 1
+    concurrency: int | None = None  # at most this many connections at once; None: all
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    what: str = ""  # one line for people
+
+
+#: ``nbio compare --workload NAME``: what separates frameworks beyond one big stream.
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("stream", 256 * MIB, what="one connection, a big payload: the kernel's copies"),
+        Workload(
+            "many",
+            1 * MIB,
+            connections=1000,
+            what="1000 connections at once, 1 MiB each: what an open connection costs",
+        ),
+        Workload(
+            "churn",
+            4 * 1024,
+            connections=10_000,
+            concurrency=50,
+            what="10,000 connections of 4 KiB, 50 at a time: what a connection's life costs",
+        ),
+        Workload(
+            "small-writes",
+            16 * MIB,
+            chunk_size=512,
+            what="one connection, 512-byte writes: what each call costs",
+        ),
+    )
+}
 #: Packages whose modules count as an implementation's code (a reader reads them).
 _IMPL_SUFFIX = "_impl"
 
@@ -73,11 +125,14 @@ class CompareSettings:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     digest: str = "none"
     matrix: bool = False
+    workload: str = "stream"
+    concurrency: int | None = None
+    syscalls: bool = False  # one more transfer per row under strace, and a tiny one
 
     @property
     def transfer(self) -> Settings:
         """The settings of every timed transfer."""
-        return Settings(self.size, self.connections, self.chunk_size, self.digest)
+        return Settings(self.size, self.connections, self.chunk_size, self.digest, self.concurrency)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,11 +143,14 @@ class CompareSettings:
             "chunk_size": self.chunk_size,
             "digest": self.digest,
             "matrix": self.matrix,
+            "workload": self.workload,
+            "concurrency": self.concurrency,
+            "syscalls": self.syscalls,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CompareSettings:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
 @dataclass(frozen=True)
@@ -125,6 +183,10 @@ class Row:
     verification: Transfer | None = None
     runs: list[Run] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: With ``--syscalls``: the transfer run under strace, then the tiny one (1 byte, one
+    #: connection) whose counts are start-up and shutdown, subtracted; or why there are none.
+    traced: list[Transfer] = field(default_factory=list)
+    traced_error: str | None = None
 
     @property
     def error(self) -> str | None:
@@ -143,6 +205,8 @@ class Row:
             "verification": self.verification.to_json() if self.verification else None,
             "runs": [run.to_json() for run in self.runs],
             "errors": self.errors,
+            "traced": [transfer.to_json() for transfer in self.traced],
+            "traced_error": self.traced_error,
         }
 
     @classmethod
@@ -156,6 +220,8 @@ class Row:
             verification=Transfer.from_json(data["verification"]) if data["verification"] else None,
             runs=[Run.from_json(run) for run in data["runs"]],
             errors=list(data["errors"]),
+            traced=[Transfer.from_json(t) for t in data.get("traced", [])],
+            traced_error=data.get("traced_error"),
         )
 
 
@@ -261,12 +327,14 @@ def run(
     advance: Advance = lambda steps: None,
     reference: bool = True,
     transfer: RunTransfer = run_transfer,
+    tracer: RunTransfer | None = None,
 ) -> Report:
     """Verify, warm up and time every target in ``chosen`` (the baseline among them), and
     the reference if asked; return the raw report."""
     rng = random.Random(settings.seed)
     # The reference hashes nothing: it has no place in a run that times hashing.
-    reference = reference and settings.digest == "none"
+    # Nor in one of many connections: it is the yardstick of one stream.
+    reference = reference and settings.digest == "none" and settings.workload == "stream"
     everyone = list(chosen) + ([Target(REFERENCE)] if reference else [])
     rows = {t: Row(t, _framework(t), lines_of_code(_modules(t)), _modules(t)) for t in everyone}
     sequence = itertools.count()
@@ -296,13 +364,32 @@ def run(
         if not others and with_baseline:
             _time(rows[baseline], next(sequence), None, settings, transfer)
             advance(2)
+    if settings.syscalls:  # 4. the counts, apart: strace slows every call it counts
+        tracer = tracer or functools.partial(run_transfer, strace=True)
+        for target in timed:
+            _trace(rows[target], settings, tracer)
+            advance(2)
     return Report(machine(), settings, [rows[t] for t in everyone])
+
+
+def _trace(row: Row, settings: CompareSettings, tracer: RunTransfer) -> None:
+    """The row's system calls: one transfer under strace, and a tiny one to subtract."""
+    missing = strace_missing()
+    if missing is not None:
+        row.traced_error = missing
+        return
+    tiny = replace(settings.transfer, size=1, connections=1, concurrency=None)
+    try:
+        row.traced = [tracer(row.target, row.target, s) for s in (settings.transfer, tiny)]
+    except TransferFailed as exc:
+        row.traced_error = f"under strace: {exc}"
 
 
 def steps(settings: CompareSettings, count: int) -> int:
     """How many transfers :func:`run` makes for ``count`` targets, the reference included
     (for progress bars)."""
-    return 2 * count + settings.repeat * 2 * max(1, count - 1)
+    traced = 2 * count if settings.syscalls else 0
+    return 2 * count + settings.repeat * 2 * max(1, count - 1) + traced
 
 
 def _shuffled(items: Iterable[Target], rng: random.Random) -> list[Target]:
@@ -316,7 +403,7 @@ def _verify(row: Row, settings: CompareSettings, transfer: RunTransfer) -> None:
     by its byte counts); record what failed."""
     reference = row.target.impl == REFERENCE
     digest = "none" if reference else "sha256"
-    checked = Settings(settings.size, settings.connections, settings.chunk_size, digest)
+    checked = replace(settings.transfer, digest=digest)
     try:
         row.verification = transfer(row.target, row.target, checked)
     except TransferFailed as exc:
@@ -343,7 +430,7 @@ def run_matrix(settings: CompareSettings, chosen: list[Target], advance: Advance
     sha256 on both sides, then timed once with the run's settings."""
     defaults = [t for t in chosen if t.loop == "default"]
     report = Report(machine(), settings)
-    checked = Settings(settings.size, settings.connections, settings.chunk_size, "sha256")
+    checked = replace(settings.transfer, digest="sha256")
     for client, server in itertools.product(defaults, defaults):
         try:
             run_transfer(server, client, checked)

@@ -41,19 +41,16 @@ def plot(report: Report, path: str) -> None:
         ax.legend()
 
     throughput = axes[0][0]
-    medians = [_median(row.mb_per_s) for row in rows]
+    # The workload's first figure, the one its ratio is of.
+    name, title = _PRIMARY.get(report.settings.workload, _PRIMARY["stream"])
+    spreads: list[Spread | None] = [getattr(row, name) for row in rows]
+    medians = [_median(spread) for spread in spreads]
     errors = [
-        [
-            m - (row.mb_per_s.low if row.mb_per_s else 0)
-            for m, row in zip(medians, rows, strict=True)
-        ],
-        [
-            (row.mb_per_s.high if row.mb_per_s else 0) - m
-            for m, row in zip(medians, rows, strict=True)
-        ],
+        [m - (sp.low if sp else 0) for m, sp in zip(medians, spreads, strict=True)],
+        [(sp.high if sp else 0) - m for m, sp in zip(medians, spreads, strict=True)],
     ]
     throughput.bar(positions, medians, yerr=errors, color="tab:green", capsize=3)
-    throughput.set_title("throughput, server-measured (MB/s, median, min–max)")
+    throughput.set_title(title)
     pair(
         axes[0][1],
         [_median(r.client_cpu_s_per_gib) for r in rows],
@@ -77,12 +74,21 @@ def plot(report: Report, path: str) -> None:
         mark_errors(ax)
     m, s = report.machine, report.settings
     figure.suptitle(
-        f"nbio compare: {human_size(s.size)} × {s.connections}, {s.repeat} rounds, "
+        f"nbio compare --workload {s.workload}: {human_size(s.size)} × {s.connections}, "
+        f"{s.repeat} rounds, "
         f"seed {s.seed} — {m['cpu']}, {m['cores']} cores, Python {m['python']}",
         fontsize=10,
     )
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+_PRIMARY = {
+    "stream": ("mb_per_s", "throughput, server-measured (MB/s, median, min–max)"),
+    "many": ("mb_per_s", "throughput of all connections, server-measured (MB/s, median, min–max)"),
+    "churn": ("connections_per_s", "connections/s, server-measured (median, min–max)"),
+    "small-writes": ("writes_per_s", "writes/s, client-measured (median, min–max)"),
+}
 
 
 def _label(row: Figures) -> str:

@@ -59,6 +59,7 @@ async def _connect(host: str, port: int) -> socket.socket:
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection with non-blocking sends."""
     loop = current_loop()
+    account.connecting(loop.time())
     sock = await _connect(options.host, options.port)
     try:
         for chunk in options.payload.chunks(options.chunk_size):
@@ -101,14 +102,21 @@ async def _until_eof(sock: socket.socket) -> None:
 
 
 async def send_all(options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers at once on this loop, with the ticker beside
-    them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    """Run ``options.connections`` transfers, ``options.at_once`` at a time, on this loop,
+    with the ticker beside them; on SIGINT or SIGTERM stop them, saying how many bytes went
+    out."""
     loop = current_loop()
     delay = LoopDelay()
     stop_ticker = start_ticker(loop, delay)
     signals = loops.Signals()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    tasks = [loop.spawn(send_one(options, account, progress)) for account in accounts]
+    pending = iter(accounts)  # each worker takes the next transfer when it is done with one
+
+    async def worker() -> None:
+        for account in pending:
+            await send_one(options, account, progress)
+
+    tasks = [loop.spawn(worker()) for _ in range(options.at_once)]
     try:
         interrupted, error = await loops.wait_or_signal(tasks, signals)
     finally:

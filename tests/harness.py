@@ -94,15 +94,26 @@ class ServerProcess:
             events.append(event)
         return events
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = WAIT) -> dict[str, Any]:
+    def stop(
+        self,
+        signum: int = signal.SIGTERM,
+        timeout: float = WAIT,
+        before: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """Signal the server, expect its ``stopped`` event and its exit status: 0 after
-        SIGTERM, 130 after SIGINT."""
+        SIGTERM, 130 after SIGINT. With ``before``, events that come first (connections
+        still ending) are appended to it; without, the next event must be ``stopped``."""
         self.proc.send_signal(signum)
-        return self.stop_event(timeout, 130 if signum == signal.SIGINT else 0)
+        return self.stop_event(timeout, 130 if signum == signal.SIGINT else 0, before)
 
-    def stop_event(self, timeout: float = WAIT, status: int = 0) -> dict[str, Any]:
+    def stop_event(
+        self, timeout: float = WAIT, status: int = 0, before: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """Expect the ``stopped`` event of a server already signalled, and ``status``."""
         event = self.next_event(timeout)
+        while before is not None and event["event"] != "stopped":
+            before.append(event)
+            event = self.next_event(timeout)
         assert event["event"] == "stopped", event
         assert self.proc.wait(timeout) == status, self.stderr()
         return event
@@ -174,6 +185,9 @@ class NeutralSink:
         self._listener = socket.create_server((LOCALHOST, 0), backlog=1024)
         self.port: int = self._listener.getsockname()[1]
         self._closed = False
+        self._lock = threading.Lock()
+        self._open = 0
+        self.most_open = 0  # the most connections open at once (accepted, not yet closed)
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -182,6 +196,9 @@ class NeutralSink:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                self._open += 1
+                self.most_open = max(self.most_open, self._open)
             threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
 
     def _drain(self, conn: socket.socket) -> None:
@@ -198,6 +215,8 @@ class NeutralSink:
                     count += received
             except ConnectionResetError:
                 outcome = "reset"
+            with self._lock:  # before the close the client waits for
+                self._open -= 1
         self.arrivals.put(Arrival(count, digest.hexdigest(), outcome))
 
     def wait(self, count: int = 1, timeout: float = WAIT) -> list[Arrival]:

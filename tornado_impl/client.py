@@ -38,6 +38,7 @@ __all__ = ["main", "send", "send_all", "send_one"]
 
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection, one awaited write at a time."""
+    account.connecting(time.monotonic())
     stream = await TCPClient().connect(options.host, options.port)
     burst = Burst()
     try:
@@ -86,14 +87,21 @@ def _stream_error_text(exc: BaseException) -> str:
 
 
 async def send_all(options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers at once on this IOLoop, with the ticker beside
-    them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    """Run ``options.connections`` transfers, ``options.at_once`` at a time, on this IOLoop,
+    with the ticker beside them; on SIGINT or SIGTERM stop them, saying how many bytes went
+    out."""
     io_loop = IOLoop.current()
     delay = LoopDelay()
     stop_ticker = start_ticker(io_loop, delay)
     signals = loops.Signals(asyncio.get_running_loop())
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    tasks = [asyncio.ensure_future(send_one(options, a, progress)) for a in accounts]
+    pending = iter(accounts)  # each worker takes the next transfer when it is done with one
+
+    async def worker() -> None:
+        for account in pending:
+            await send_one(options, account, progress)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(options.at_once)]
     try:
         interrupted = await loops.wait_or_signal(asyncio.gather(*tasks), signals)
     except (OSError, StreamClosedError, PayloadError) as exc:

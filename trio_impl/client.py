@@ -32,6 +32,7 @@ __all__ = ["main", "send", "send_all", "send_one"]
 
 async def send_one(options: SendOptions, account: SendAccount, progress: Progress) -> None:
     """Stream the payload over one connection (in its own task)."""
+    account.connecting(loops.now())
     stream = await trio.open_tcp_stream(options.host, options.port)
     async with stream:
         sending = 0
@@ -63,27 +64,31 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
 
 
 async def send_all(options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers at once, a task each in one nursery, with the
-    ticker beside them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    """Run ``options.connections`` transfers, ``options.at_once`` at a time, a task each in
+    one nursery, with the ticker beside them; on SIGINT or SIGTERM stop them, saying how
+    many bytes went out."""
     delay = LoopDelay()
     signals = loops.Signals()
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
     failures: list[BaseException] = []
+    pending = iter(accounts)
 
     async def transfers() -> None:
         async with trio.open_nursery() as nursery:
 
-            async def run(account: SendAccount) -> None:
-                try:
-                    await send_one(options, account, progress)
-                except (OSError, PayloadError, trio.BrokenResourceError) as exc:
-                    # Kept, not raised: the first failure stops the others, and is the one
-                    # reported (trio would raise them all in an exception group).
-                    failures.append(loops.cause(exc))
-                    nursery.cancel_scope.cancel()
+            async def run() -> None:
+                for account in pending:  # the next transfer, when done with one
+                    try:
+                        await send_one(options, account, progress)
+                    except (OSError, PayloadError, trio.BrokenResourceError) as exc:
+                        # Kept, not raised: the first failure stops the others, and is the
+                        # one reported (trio would raise them all in an exception group).
+                        failures.append(loops.cause(exc))
+                        nursery.cancel_scope.cancel()
+                        return
 
-            for account in accounts:
-                nursery.start_soon(run, account)
+            for _ in range(options.at_once):
+                nursery.start_soon(run)
 
     try:
         async with trio.open_nursery() as ticking:

@@ -151,6 +151,7 @@ async def send_one(
     chunks = options.payload.chunks(options.chunk_size)
     endpoint = HostnameEndpoint(reactor, options.host, options.port)
     protocol = PayloadProtocol(chunks, account, progress, reactor, options.close_timeout)
+    account.connecting(time.monotonic())
     await connectProtocol(endpoint, protocol)
     try:
         await protocol.done
@@ -183,13 +184,20 @@ def _failure_text(failure: Failure) -> str:
 
 # Twisted's coding standard: the reactor is passed in (first), never imported.
 async def send_all(reactor: ReactorBase, options: SendOptions, progress: Progress) -> SendResult:
-    """Run ``options.connections`` transfers at once on this reactor, with the ticker beside
-    them; on SIGINT or SIGTERM stop them, saying how many bytes went out."""
+    """Run ``options.connections`` transfers, ``options.at_once`` at a time, on this reactor,
+    with the ticker beside them; on SIGINT or SIGTERM stop them, saying how many bytes went
+    out."""
     delay = LoopDelay()
     stop_ticker = start_ticker(reactor, delay)
     signals = loops.Signals(reactor)
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
-    transfers = [Deferred.fromCoroutine(send_one(reactor, options, a, progress)) for a in accounts]
+    pending = iter(accounts)  # each worker takes the next transfer when it is done with one
+
+    async def worker() -> None:
+        for account in pending:
+            await send_one(reactor, options, account, progress)
+
+    transfers = [Deferred.fromCoroutine(worker()) for _ in range(options.at_once)]
     try:
         all_sent = defer.gatherResults(transfers, consumeErrors=True)
         interrupted = await loops.wait_or_signal(all_sent, signals)

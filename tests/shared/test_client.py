@@ -76,6 +76,21 @@ def test_client_opens_100_concurrent_connections(target: Target) -> None:
     }
 
 
+def test_client_runs_at_most_concurrency_connections_at_once(target: Target) -> None:
+    """--concurrency 3: twelve connections, never more than three open at the sink at once
+    (a fourth starts only after one ended); each reports its connect-to-close latency."""
+    payload = Payload(4 * 1024 * 1024)
+    with NeutralSink() as sink:
+        args = ["--size", str(payload.size), "--connections", "12", "--concurrency", "3"]
+        run = run_client(target, sink.port, *args)
+        arrivals = sink.wait(12)
+    assert sink.most_open <= 3
+    assert {(a.bytes, a.outcome) for a in arrivals} == {(payload.size, "eof")}
+    assert run.sent["concurrency"] == 3 and run.sent["bytes"] == 12 * payload.size
+    assert run.sent["latency_count"] == 12
+    assert 0 < run.sent["latency_ms"]["p50"] <= run.sent["latency_ms"]["max"]
+
+
 def test_a_1GiB_send_keeps_ticking_and_buffers_nothing(target: Target) -> None:
     """The talk's other_task: the client's 10 ms ticker keeps firing while 1 GiB goes out
     (long enough for a dozen ticks even at 8 GB/s); and the client's peak RSS stays within

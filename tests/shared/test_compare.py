@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ ROW_FIELDS = {
     "errors",
     "figures",
 }
-RUN_FIELDS = {"seq", "paired_with", "listening", "sent", "received", "stopped"}
+RUN_FIELDS = {"seq", "paired_with", "listening", "sent", "received", "received_count", "stopped"}
 
 
 def _impls(config: pytest.Config) -> list[str]:
@@ -35,8 +36,9 @@ def _impls(config: pytest.Config) -> list[str]:
 def test_compare_reports_a_row_per_implementation_and_loop(
     request: pytest.FixtureRequest,
 ) -> None:
-    """Every installed implementation and loop asked for gets a row, plus the blocking
-    baseline; every row accounts for every byte (an unaccounted one would be an error)."""
+    """Every installed implementation on every loop (``--loops all``) gets a row, plus the
+    blocking baseline and the reference; every row accounts for every byte (an unaccounted
+    one would be an error)."""
     impls = _impls(request.config)
     done = run_nbio(
         "compare",
@@ -46,6 +48,8 @@ def test_compare_reports_a_row_per_implementation_and_loop(
         "1",
         "--impls",
         ",".join(impls),
+        "--loops",
+        "all",
         "--json",
         timeout=600,
     )
@@ -147,7 +151,7 @@ def test_compare_writes_table_markdown_and_plot(tmp_path: Path) -> None:
     assert table.returncode == 0, table.stderr
     assert "asyncio-protocol" in table.stdout and "MB/s median (min–max)" in table.stdout
     markdown = run_nbio(*args, "--markdown", timeout=300)
-    assert markdown.stdout.startswith("Measured on ")
+    assert markdown.stdout.startswith("Workload `stream`. Measured on ")
     assert "| asyncio-protocol | default |" in markdown.stdout
     assert "| blocking | default |" in markdown.stdout
     assert "| reference | default |" in markdown.stdout
@@ -178,3 +182,76 @@ def test_compare_matrix_runs_every_client_against_every_server() -> None:
         (a, b) for a in ("asyncio-streams", "blocking") for b in ("asyncio-streams", "blocking")
     }
     assert all(c["verified"] and c["transfer"]["received"][0]["bytes"] == 65536 for c in cells)
+
+
+#: Each workload on a small size, and the figures its rows must have.
+WORKLOAD_RUNS = {
+    "many": (
+        ["--size", "64KiB", "--connections", "200"],
+        ["mb_per_s", "server_kib_per_connection"],
+    ),
+    "churn": (
+        ["--size", "4KiB", "--connections", "300"],
+        ["connections_per_s", "latency_p50_ms", "latency_p99_ms", "server_cpu_ms_per_connection"],
+    ),
+    "small-writes": (["--size", "256KiB"], ["writes_per_s", "client_cpu_s_per_gib"]),
+}
+
+
+@pytest.mark.parametrize("workload", sorted(WORKLOAD_RUNS))
+def test_each_workload_gives_its_figures_for_every_row(
+    request: pytest.FixtureRequest, workload: str
+) -> None:
+    """--workload many, churn and small-writes each give every implementation a verified
+    row with that workload's own figures (the ratio of its primary one); its settings reach
+    the processes (churn's 50 at a time, small-writes' 512-byte writes), and the server
+    accounts for every connection."""
+    args, expected = WORKLOAD_RUNS[workload]
+    impls = _impls(request.config)
+    done = run_nbio(
+        "compare", "--workload", workload, *args, "--repeat", "1", "--impls", ",".join(impls),
+        "--json", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    settings = report["settings"]
+    assert settings["workload"] == workload
+    rows = report["rows"]
+    assert {row["impl"] for row in rows} == set(impls) | {"blocking"}  # no reference: one stream
+    for row in rows:
+        assert row["errors"] == [] and row["verified"] == "sha256", row["errors"]
+        for name in ["ratio", *expected]:
+            assert row["figures"][name] is not None, (row["impl"], name)
+        for run in row["runs"]:
+            sent, stopped = run["sent"], run["stopped"]
+            assert sent["connections"] == stopped["connections"] == settings["connections"]
+            assert sent["concurrency"] == settings["concurrency"]
+            assert sent["chunk_size"] == settings["chunk_size"]
+            if workload == "churn":
+                assert settings["concurrency"] == 50
+                assert sent["latency_count"] == settings["connections"]
+            if workload == "small-writes":
+                assert sent["chunk_size"] == 512 and sent["chunks"] == 512
+
+
+def test_syscalls_count_sends_receives_and_waits_per_gib(request: pytest.FixtureRequest) -> None:
+    """--syscalls gives every row non-zero sends (client) and receives (server) per GiB from
+    strace, and the raw counts are in the report; without strace, each row says so."""
+    impls = _impls(request.config)
+    done = run_nbio(
+        "compare", "--size", "8MiB", "--repeat", "1", "--impls", ",".join(impls), "--syscalls",
+        "--json", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["settings"]["syscalls"] is True
+    for row in report["rows"]:
+        calls = row["figures"]["syscalls"]
+        if shutil.which("strace") is None:
+            assert calls["error"] == "strace not installed"
+            continue
+        assert calls["error"] is None and calls["per"] == "GiB", row["impl"]
+        assert calls["client_sends"] > 0 and calls["server_receives"] > 0, (row["impl"], calls)
+        full, tiny = row["traced"]
+        assert full["sent"]["bytes"] == 8 * 1024 * 1024 and tiny["sent"]["bytes"] == 1
+        assert set(full["syscalls"]) == {"client", "server"}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from nbio import compare, report
+from nbio import bench, compare, report
 from nbio.bench import REFERENCE, Settings, Target, Transfer, TransferFailed
 
 GIB = 1024**3
@@ -238,3 +239,97 @@ def f() -> str:
 docstring"""  # a comment after code
 '''
     assert compare._code_lines(text) == 3
+
+
+def _churn(connections: int, seconds: float, latency_p50: float) -> Transfer:
+    """A churn transfer: ``connections`` of 4 KiB over ``seconds`` as the server saw them."""
+    size = 4096 * connections
+    delay: dict[str, Any] = {"p50": 0.1, "p99": None, "max": 2.0}
+    return Transfer(
+        listening={"port": 1, "digest": "none", "rss_kib": 10240},
+        sent={
+            "bytes": size,
+            "connections": connections,
+            "cpu_s": 0.5,
+            "waits": 4 * connections,
+            "rss_kib": 20480,
+            "peak_rss_kib": 22528,
+            "loop_delay_ms": delay,
+            "ticks": 5,
+            "early_ticks": 0,
+            "latency_ms": {"p50": latency_p50, "p99": 2 * latency_p50, "max": 3 * latency_p50},
+            "latency_count": connections,
+        },
+        received=[],
+        stopped={
+            "bytes": size,
+            "connections": connections,
+            "peak_rss_kib": 10240 + connections,
+            "first_byte_at": 10.0,
+            "ended_at": 10.0 + seconds,
+            "cpu_at_first_byte": 1.0,
+            "cpu_at_end": 1.0 + seconds / 2,
+            "waits_at_first_byte": 0,
+            "waits_at_end": 2 * connections,
+            "loop_delay_ms": delay,
+            "ticks": 5,
+            "early_ticks": 0,
+        },
+    )
+
+
+def test_churn_and_many_reduce_to_their_own_figures() -> None:
+    """churn: connections per second over the server's span (the ratio is of that), client
+    latency medians, CPU and waits per connection; many: server KiB per connection."""
+    settings = compare.CompareSettings(size=4096, seed=1, repeat=1, connections=1000)
+    rows = [
+        compare.Row(BLOCKING, "sockets", runs=[compare.Run(0, _churn(1000, 1.0, 10.0))]),
+        compare.Row(
+            Target("asyncio-streams"),
+            "asyncio",
+            runs=[compare.Run(1, _churn(1000, 0.25, 4.0), paired_with=0)],
+        ),
+    ]
+    churn = report.reduce(compare.Report({}, replace(settings, workload="churn"), rows))
+    fast = churn[1]
+    assert fast.connections_per_s is not None and fast.connections_per_s.median == 4000.0
+    assert fast.ratio is not None and fast.ratio.median == 4.0
+    assert (fast.latency_p50_ms, fast.latency_p99_ms) == (4.0, 8.0)
+    assert fast.server_cpu_ms_per_connection == pytest.approx(0.125)
+    assert fast.client_waits_per_connection == 4 and fast.server_waits_per_connection == 2
+    many = report.reduce(compare.Report({}, replace(settings, workload="many"), rows))
+    assert many[1].server_kib_per_connection == 1.0
+    assert len(report.columns("churn")) == len(report.cells(fast, "churn"))
+
+
+STRACE_C = """\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 77.77    0.055523         694        80        40 epoll_wait
+  3.48    0.002488           1      1728           sendto
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.071394          10      6880      1396 total
+"""
+
+
+def test_strace_counts_are_read_with_and_without_errors() -> None:
+    """The calls column of ``strace -c``, whether or not the errors column is filled."""
+    assert bench.syscall_counts(STRACE_C) == {"epoll_wait": 80, "sendto": 1728}
+
+
+def test_syscalls_are_per_gib_minus_the_tiny_transfer() -> None:
+    """A row's sends per GiB subtract the 1-byte transfer's calls (start-up, shutdown)."""
+    full = replace(_events(GIB, 1000.0), syscalls={"client": {"sendto": 4100, "write": 5},
+                   "server": {"recvfrom": 8200, "epoll_wait": 3}})  # fmt: skip
+    tiny = replace(_events(1, 1000.0), syscalls={"client": {"sendto": 4, "write": 5},
+                   "server": {"recvfrom": 8, "epoll_wait": 3}})  # fmt: skip
+    row = compare.Row(BLOCKING, "sockets", traced=[full, tiny])
+    calls = report.Syscalls.of(row, "stream")
+    assert calls is not None
+    assert calls.client_sends == pytest.approx(4096, rel=1e-6)
+    assert calls.server_receives == pytest.approx(8192, rel=1e-6)
+    assert calls.server_waits == 0
+    missing = report.Syscalls.of(
+        compare.Row(BLOCKING, "s", traced_error="strace not installed"), "churn"
+    )
+    assert missing == report.Syscalls("connection", error="strace not installed")

@@ -37,7 +37,9 @@ def test_json_has_the_documented_fields() -> None:
         ),
         (
             Stopped(1, 10, {"eof": 1}, 2048, 0.5),
-            {"event", "connections", "bytes", "outcomes", "rejected", "peak_rss_kib", "cpu_s"},
+            {"event", "connections", "bytes", "outcomes", "rejected", "peak_rss_kib", "cpu_s"}
+            | {"first_byte_at", "ended_at", "cpu_at_first_byte", "cpu_at_end", *DELAY}
+            | {"waits_at_first_byte", "waits_at_end"},
         ),
         (Rejected("127.0.0.1:6", 10), {"event", "peer", "open", "reason"}),
         (AcceptPaused("too many open files", 60, 0.1), {"event", "reason", "open", "retry_in"}),
@@ -46,7 +48,8 @@ def test_json_has_the_documented_fields() -> None:
             Sent(10, "ab", 0.5, 1, STATS, "sha256", 65536, 1),
             {"event", "bytes", "sha256", "seconds", "connections", *DELAY}
             | {"digest", "chunk_size", "chunks", "tune", "first_byte_at", "ended_at"}
-            | {"cpu_s", "waits", "rss_kib", "peak_rss_kib"},
+            | {"cpu_s", "waits", "rss_kib", "peak_rss_kib", "concurrency"}
+            | {"latency_ms", "latency_count"},
         ),
         (Error("connection refused", 0), {"event", "message", "bytes"}),
     ]
