@@ -11,6 +11,7 @@ loop delay.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -38,6 +39,7 @@ __all__ = [
     "check",
     "command",
     "run_transfer",
+    "run_wrapped",
 ]
 
 #: Starts a module of nbio in a child process so that no working directory can shadow it:
@@ -256,6 +258,8 @@ class _Lines:
 
 def _next_event(lines: _Lines, errors: _Lines, proc: subprocess.Popen[str]) -> Events:
     line = lines.next()
+    while line and not line.startswith("{"):  # a wrapper's own lines: "py-spy> Sampling"
+        line = lines.next()
     if not line:
         proc.wait(WAIT)
         stderr = errors.rest().strip()
@@ -269,21 +273,23 @@ def strace_missing() -> str | None:
     return None if shutil.which("strace") else "strace not installed"
 
 
-def _traced(argv: list[str], path: str | None) -> list[str]:
-    """``argv`` under ``strace -f -c`` (every thread, a count per system call) into ``path``."""
-    return argv if path is None else ["strace", "-f", "-c", "-o", path, "--", *argv]
+def _strace(path: str) -> list[str]:
+    """The prefix that runs a command under ``strace -f -c`` (every thread, a count per
+    system call) into ``path``."""
+    return ["strace", "-f", "-c", "-o", path, "--"]
 
 
-def _tracee(pid: int) -> int:
-    """The process strace (``pid``) started: the one to signal."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
+def _tracee(pid: int, wait: float = WAIT) -> int:
+    """The process a wrapper (``pid``: strace, py-spy) started: the one to signal."""
+    deadline = time.monotonic() + wait
+    while True:
         with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as file:
             children = file.read().split()
         if children:
             return int(children[0])
+        if time.monotonic() >= deadline:
+            raise TransferFailed("the wrapper started no server")
         time.sleep(0.01)
-    raise TransferFailed("strace started no server")
 
 
 def syscall_counts(text: str) -> dict[str, int]:
@@ -305,12 +311,12 @@ def run_transfer(
     and (with the ``sha256`` digest) that both sides saw the same bytes. With ``strace``,
     both processes run under ``strace -f -c`` and the transfer keeps their counts."""
     with tempfile.TemporaryDirectory(prefix="nbio-strace-") as tmp:
-        paths = {side: os.path.join(tmp, side) if strace else None for side in SIDES}
-        transfer = _run_transfer(server, client, settings, paths)
+        paths = {side: os.path.join(tmp, side) for side in SIDES}
+        wrappers = {side: _strace(path) for side, path in paths.items()} if strace else {}
+        transfer = run_wrapped(server, client, settings, wrappers)
         if strace:
             syscalls = {}
             for side, path in paths.items():
-                assert path is not None
                 with open(path, encoding="utf-8") as file:
                     syscalls[side] = syscall_counts(file.read())
             transfer = replace(transfer, syscalls=syscalls)
@@ -320,43 +326,77 @@ def run_transfer(
     return transfer
 
 
+#: The two processes of a transfer.
 SIDES = ("client", "server")
 
 
-def _run_transfer(
-    server: Target, client: Target, settings: Settings, traces: dict[str, str | None]
+def run_wrapped(
+    server: Target,
+    client: Target,
+    settings: Settings,
+    wrappers: Mapping[str, list[str]],
+    attach: list[str] | None = None,
 ) -> Transfer:
+    """One transfer, unchecked, each side's command run under its wrapper if it has one
+    (``strace ... --``, ``py-spy record ... --``): the server is then the wrapper's child,
+    and that child is the one signalled to stop. ``attach`` instead starts a command with
+    ``--pid SERVER`` once the server listens (``py-spy record``: its start-up left out),
+    waits for its first line before the client starts, and for its exit after the server's."""
+    serve = command("serve", server, "--port", "0", "--digest", settings.digest)
     proc = subprocess.Popen(
-        _traced(
-            command("serve", server, "--port", "0", "--digest", settings.digest), traces["server"]
-        ),
+        [*wrappers.get("server", []), *serve],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None and proc.stderr is not None
     lines, errors = _Lines(proc.stdout), _Lines(proc.stderr)
+    watcher = None
     try:
         listening = _next_event(lines, errors, proc)
+        if attach is not None:
+            watcher = subprocess.Popen(
+                [*attach, "--pid", str(proc.pid)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            assert watcher.stdout is not None
+            if not watcher.stdout.readline():  # "py-spy> Sampling process ...": it watches
+                raise TransferFailed(f"{attach[0]} did not start (exit {watcher.wait(WAIT)})")
+        send = command("send", client, "--port", str(listening["port"]), *settings.send_args())
         done = subprocess.run(
-            _traced(
-                command("send", client, "--port", str(listening["port"]), *settings.send_args()),
-                traces["client"],
-            ),
+            [*wrappers.get("client", []), *send],
             capture_output=True,
             text=True,
             timeout=WAIT,
         )
         if done.returncode != 0:
             raise TransferFailed(done.stderr.strip() or f"client exited {done.returncode}")
-        sent: Events = json.loads(done.stdout.splitlines()[-1])
+        events = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not events:
+            raise TransferFailed(f"the client reported nothing: {done.stdout.strip()!r}")
+        sent: Events = json.loads(events[-1])
         received = [_next_event(lines, errors, proc) for _ in range(settings.connections)]
-        # Under strace, the server is strace's child: signal it, not strace.
-        os.kill(proc.pid if traces["server"] is None else _tracee(proc.pid), signal.SIGTERM)
+        os.kill(_tracee(proc.pid) if "server" in wrappers else proc.pid, signal.SIGTERM)
         stopped = _next_event(lines, errors, proc)
         proc.wait(WAIT)
+        if watcher is not None:
+            assert watcher.stdout is not None
+            said = watcher.stdout.read()  # until it exits, after the server
+            if watcher.wait(WAIT) != 0:
+                raise TransferFailed(f"{attach and attach[0]} failed: {said.strip()}")
     finally:
+        if watcher is not None:
+            if watcher.poll() is None:
+                watcher.kill()
+                watcher.wait()
+            if watcher.stdout is not None:
+                watcher.stdout.close()
         if proc.poll() is None:
+            if "server" in wrappers:  # its child would keep the pipes open
+                with contextlib.suppress(OSError, TransferFailed):
+                    os.kill(_tracee(proc.pid, wait=0.0), signal.SIGKILL)
             proc.kill()
             proc.wait()
         for reader, stream in ((lines, proc.stdout), (errors, proc.stderr)):

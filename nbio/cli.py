@@ -250,6 +250,24 @@ def build_parser() -> Parser:
         default=TALK_SIZE,
         help=f"bytes to send (default {TALK_SIZE}, the talk's)",
     )
+    profile_ = commands.add_parser(
+        "profile",
+        help="record a py-spy flame graph (SVG) of the client and of the server in one transfer",
+    )
+    profile_.add_argument("--impl", default=DEFAULT_IMPL, help=f"default {DEFAULT_IMPL}")
+    profile_.add_argument("--loop", default="default", help="loop or reactor (default: default)")
+    profile_.add_argument(
+        "--workload",
+        choices=list(compare.WORKLOADS),
+        default="stream",
+        help="what the transfer sends, as in compare (default stream)",
+    )
+    profile_.add_argument(
+        "--size", type=_size, default=None, help="bytes per connection (default: the workload's)"
+    )
+    profile_.add_argument(
+        "--out", default=".", help="folder of the SVGs, IMPL-LOOP-WORKLOAD-SIDE.svg (default .)"
+    )
     compare_ = commands.add_parser(
         "compare", help="measure every implementation and loop side by side, as processes"
     )
@@ -335,8 +353,15 @@ def build_parser() -> Parser:
     )
     _output_arguments(compare_)
 
-    report_ = commands.add_parser("report", help="render a report that compare --save stored")
-    report_.add_argument("path", metavar="FILE.json", help="a report stored by compare --save")
+    report_ = commands.add_parser(
+        "report", help="render a report that compare --save stored, or several side by side"
+    )
+    report_.add_argument(
+        "paths",
+        metavar="FILE.json",
+        nargs="+",
+        help="reports stored by compare --save; several: one column group each, side by side",
+    )
     _output_arguments(report_)
     return parser
 
@@ -693,6 +718,43 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_profile(args: argparse.Namespace) -> int:
+    from . import profile
+
+    entry = _entry(args)
+    if profile.py_spy() is None:
+        raise UsageError("profile needs py-spy (pip install 'nbio[profile]')")
+    if not os.path.isdir(args.out) or not os.access(args.out, os.W_OK):
+        raise UsageError(f"cannot write SVGs into {args.out!r}")
+    workload = compare.WORKLOADS[args.workload]
+    limit = entry.loop(args.loop).max_connections
+    settings = bench.Settings(
+        workload.size if args.size is None else args.size,
+        workload.connections,
+        workload.chunk_size,
+        "none",
+        workload.concurrency,
+    )
+    at_once = min(settings.connections, settings.concurrency or settings.connections)
+    if limit is not None and at_once > limit:
+        raise UsageError(f"the {args.loop} loop watches at most {limit} connections")
+    name = f"{entry.name}-{args.loop}-{args.workload}"
+    try:
+        done = profile.record(bench.Target(entry.name, args.loop), settings, args.out, name)
+    except bench.TransferFailed as exc:
+        _say(f"nbio profile: error: {exc}")
+        return 1
+    seconds = done.transfer.server_seconds
+    _out(
+        f"{entry.name} ({args.loop} loop), {args.workload}: "
+        f"{done.transfer.server_bytes} bytes in {seconds:.3f} s, sampled {profile.RATE} times a "
+        "second by py-spy"
+    )
+    for side, svg in done.svgs.items():
+        _out(f"{side}: {svg}")
+    return 0
+
+
 def _names(text: str | None, known: set[str], what: str) -> list[str] | None:
     if text is None:
         return None
@@ -790,17 +852,47 @@ def _compare_one(
 
 def run_report(args: argparse.Namespace) -> int:
     _check_outputs(args)
+    stored = [(path, _load(path)) for path in args.paths]
+    if len(stored) == 1:
+        _render(stored[0][1], args)
+        return 0
+    if args.plot is not None:
+        raise UsageError("--plot draws one report: name one FILE.json")
+    if args.json:
+        _out(json.dumps([json.loads(r.to_json(report.figures)) for _, r in stored], indent=1))
+        return 0
     try:
-        with open(args.path, encoding="utf-8") as file:
-            stored = compare.Report.from_json(file.read())
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.path!r}: {exc.strerror or exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(
-            f"{args.path!r} is not a report that compare --save stored ({exc})"
-        ) from None
-    _render(stored, args)
+        headers, table = report.side_by_side(stored)
+    except ValueError as exc:
+        raise UsageError(f"cannot set side by side: {exc}") from None
+    if args.markdown:
+        _out(report.side_by_side_markdown(stored).rstrip("\n"))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    text = io.StringIO()
+    console = Console(file=text, width=240, force_terminal=sys.stdout.isatty())
+    for path, one in stored:
+        console.print(f"{path}: {report.header(one)}", highlight=False)
+    grid = Table(show_edge=False, pad_edge=False)
+    for name in headers:
+        grid.add_column(name, justify="left" if name in ("impl", "loop") else "right")
+    for line in table:
+        grid.add_row(*line)
+    console.print(grid)
+    _out(text.getvalue().rstrip("\n"))
     return 0
+
+
+def _load(path: str) -> compare.Report:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return compare.Report.from_json(file.read())
+    except OSError as exc:
+        raise UsageError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path!r} is not a report that compare --save stored ({exc})") from None
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
@@ -871,6 +963,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "send": run_send,
     "demo": run_demo,
     "compare": run_compare,
+    "profile": run_profile,
     "report": run_report,
 }
 

@@ -549,3 +549,69 @@ def _cell(cell: Cell) -> str:
     if cell.transfer is None:
         return f"FAIL: {cell.error}"
     return f"{cell.transfer.server_mb_per_s:.0f} MB/s"
+
+
+# --- several reports side by side ----------------------------------------------------------
+
+#: The columns of each report's group in :func:`side_by_side`.
+GROUP_COLUMNS = ("primary, median", "× blocking", "CPU s/GiB c/s")
+
+
+def side_by_side(reports: Sequence[tuple[str, Report]]) -> tuple[list[str], list[list[str]]]:
+    """Several stored reports (each with a label: its file, say) as one table: a row per
+    implementation and loop, a group of columns per report; "-" where a report has no row."""
+    workloads = {stored.settings.workload for _, stored in reports}
+    if len(workloads) > 1:
+        raise ValueError(f"reports of different workloads ({', '.join(sorted(workloads))})")
+    (workload,) = workloads
+    primary = _PRIMARY_LABEL[workload]
+    headers = ["impl", "loop"]
+    for label, stored in reports:
+        python = stored.machine.get("python", "?")
+        headers += [f"{label} (Python {python}): {primary}", "× blocking", "CPU s/GiB c/s"]
+    reduced = [{row.target: row for row in reduce(stored)} for _, stored in reports]
+    order: list[Target] = []
+    for rows in reduced:
+        order += [target for target in rows if target not in order]
+    table = []
+    for target in order:
+        line = [target.impl, _loop(target)]
+        for rows in reduced:
+            line += _group(rows.get(target), workload)
+        table.append(line)
+    return headers, table
+
+
+_PRIMARY_LABEL = {
+    "stream": "MB/s",
+    "many": "MB/s over all",
+    "churn": "connections/s",
+    "small-writes": "writes/s",
+}
+
+
+def _group(row: Figures | None, workload: str) -> list[str]:
+    if row is None:
+        return ["-", "-", "-"]
+    if row.error is not None:
+        return [f"error: {row.error}", "", ""]
+    spread = {
+        "churn": row.connections_per_s,
+        "small-writes": row.writes_per_s,
+    }.get(workload, row.mb_per_s)
+    client = row.client_cpu_s_per_gib.median if row.client_cpu_s_per_gib else None
+    server = row.server_cpu_s_per_gib.median if row.server_cpu_s_per_gib else None
+    return [
+        spread.text() if spread is not None else "-",
+        row.ratio.text(2) if row.ratio is not None else "-",
+        f"{_number(client, 2)}/{_number(server, 2)}",
+    ]
+
+
+def side_by_side_markdown(reports: Sequence[tuple[str, Report]]) -> str:
+    """:func:`side_by_side` as Markdown, each report's header first."""
+    headers, table = side_by_side(reports)
+    lines = [f"- `{label}`: {header(stored)}" for label, stored in reports]
+    lines += ["", "| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    lines += ["| " + " | ".join(line) + " |" for line in table]
+    return "\n".join(lines) + "\n"

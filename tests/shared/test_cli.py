@@ -11,6 +11,7 @@ import pytest
 
 from harness import Target, run_nbio
 from nbio import registry
+from nbio.bench import SIDES
 
 BAD_INPUT = [
     (["send", "--size", "lots"], "not a size"),
@@ -108,3 +109,23 @@ def test_console_script_is_installed() -> None:
     script = shutil.which("nbio", path=str(Path(sys.executable).parent))
     assert script is not None
     assert run_nbio("--help").returncode == 0
+
+
+def test_profile_writes_a_flame_graph_of_each_process(target: Target, tmp_path: Path) -> None:
+    """nbio profile records both processes of one checked transfer with py-spy: two SVG
+    flame graphs, and the client's shows the implementation's own send code."""
+    if target.loop != "default":
+        pytest.skip("one loop per implementation is enough to check the command")
+    from nbio.profile import py_spy
+
+    if py_spy() is None:
+        pytest.skip("the profile extra (py-spy) is not installed")
+    args = ["--impl", target.impl, "--size", "64MiB", "--out", str(tmp_path)]
+    done = run_nbio("profile", *args, timeout=300)
+    assert done.returncode == 0, done.stderr
+    svgs = {side: tmp_path / f"{target.impl}-default-stream-{side}.svg" for side in SIDES}
+    for side, svg in svgs.items():
+        assert f"{side}: {svg}" in done.stdout
+        assert "<svg" in svg.read_text()[:2000]
+    client = registry.get(target.impl).client.split(".")  # nbio.asyncio_impl.client
+    assert f"{client[1]}/{client[2]}.py" in svgs["client"].read_text()

@@ -24,8 +24,18 @@ ROW_FIELDS = {
     "runs",
     "errors",
     "figures",
+    "traced",
+    "traced_error",
 }
 RUN_FIELDS = {"seq", "paired_with", "listening", "sent", "received", "received_count", "stopped"}
+
+
+def _once(config: pytest.Config) -> None:
+    """Skip a test of compare itself, which runs asyncio rows whatever was selected, except
+    where asyncio is (the asyncio env, or no --impl): once is enough."""
+    names = config.getoption("--impl")
+    if names and "asyncio-protocol" not in names:
+        pytest.skip("a test of compare itself: runs with the asyncio implementations")
 
 
 def _impls(config: pytest.Config) -> list[str]:
@@ -119,9 +129,12 @@ def test_settings_given_to_compare_reach_every_run(request: pytest.FixtureReques
             assert received["sha256"] == run["sent"]["sha256"] is not None
 
 
-def test_compare_saves_a_report_that_renders_the_same(tmp_path: Path) -> None:
+def test_compare_saves_a_report_that_renders_the_same(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """--save stores the raw report; nbio report renders it exactly as compare printed it,
-    and a file that is not a report is refused with one line."""
+    or several side by side, and a file that is not a report is refused with one line."""
+    _once(request.config)
     saved = tmp_path / "run.json"
     args = ["--size", "64KiB", "--repeat", "1", "--impls", "asyncio-protocol", "--loops", "default"]
     done = run_nbio("compare", *args, "--markdown", "--save", str(saved), timeout=300)
@@ -129,13 +142,20 @@ def test_compare_saves_a_report_that_renders_the_same(tmp_path: Path) -> None:
     rendered = run_nbio("report", str(saved), "--markdown")
     assert rendered.returncode == 0, rendered.stderr
     assert rendered.stdout == done.stdout
+    both = run_nbio("report", str(saved), str(saved), "--markdown")  # side by side
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.count(f"`{saved}`: Workload `stream`") == 2
+    assert "| asyncio-protocol | default |" in both.stdout
     (tmp_path / "bad.json").write_text("{}")
     refused = run_nbio("report", str(tmp_path / "bad.json"))
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
 
 
-def test_compare_writes_table_markdown_and_plot(tmp_path: Path) -> None:
+def test_compare_writes_table_markdown_and_plot(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """The terminal table, the Markdown and the chart are written, naming the machine."""
+    _once(request.config)
     args = [
         "compare",
         "--size",
@@ -163,8 +183,11 @@ def test_compare_writes_table_markdown_and_plot(tmp_path: Path) -> None:
     assert chart.read_bytes().startswith(b"\x89PNG")
 
 
-def test_compare_matrix_runs_every_client_against_every_server() -> None:
+def test_compare_matrix_runs_every_client_against_every_server(
+    request: pytest.FixtureRequest,
+) -> None:
     """--matrix reports pass or fail and throughput for each client and server pair."""
+    _once(request.config)
     done = run_nbio(
         "compare",
         "--size",
