@@ -138,9 +138,9 @@ class Syscalls:
             return None
         full, tiny = row.traced
         if per == "GiB":
-            units = (full.sent["bytes"] - tiny.sent["bytes"]) / GIB
+            units = float(full.sent["bytes"] - tiny.sent["bytes"]) / GIB
         else:
-            units = full.sent["connections"] - tiny.sent["connections"]
+            units = float(full.sent["connections"] - tiny.sent["connections"])
 
         def rate(side: str, names: frozenset[str]) -> float:
             calls = [full.syscalls[side].get(n, 0) - tiny.syscalls[side].get(n, 0) for n in names]
