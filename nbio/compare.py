@@ -65,6 +65,9 @@ __all__ = [
 BASELINE = "blocking"
 #: The version of the saved report's layout.
 FORMAT = 3
+#: Formats :meth:`Report.from_json` reads: format 2 is format 3's ``stream`` workload,
+#: before workloads, ``--syscalls`` and ``received_count``.
+READABLE = (2, FORMAT)
 MIB = 1024 * 1024
 
 
@@ -280,7 +283,7 @@ class Report:
     @classmethod
     def from_json(cls, text: str) -> Report:
         data = json.loads(text)
-        if data.get("format") != FORMAT:
+        if data.get("format") not in READABLE:
             raise ValueError(f"not an nbio report of format {FORMAT}")
         return cls(
             machine=data["machine"],
