@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LINE_LINK = re.compile(r"\[`([^`]+)`\]\(([^)#\s]+)#L(\d+)\)")
 FILE_LINK = re.compile(r"\]\(((?:\.\./)?(?:nbio|common|tests|walk|docs|[a-z]+_impl)/[^)#\s]*)\)")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-#: A rendered report: ``<!-- nbio report PATH -->``, its Markdown, ``<!-- /nbio report -->``.
-REPORT_BLOCK = re.compile(r"<!-- nbio report (\S+) -->\n(.*?)<!-- /nbio report -->", re.S)
+#: A rendered report: ``<!-- nbio report PATH [PATH ...] -->``, its Markdown (several: side
+#: by side), ``<!-- /nbio report -->``.
+REPORT_BLOCK = re.compile(r"<!-- nbio report ([^>]+?) -->\n(.*?)<!-- /nbio report -->", re.S)
 
 
 def test_line_links_point_at_the_code_they_name() -> None:
@@ -43,15 +44,21 @@ def test_file_links_exist() -> None:
 
 
 def test_results_tables_are_renderings_of_stored_reports() -> None:
-    """Each results block in the README is exactly ``nbio report PATH --markdown`` of a
-    report stored in docs/results/ (re-render it after a run: the message says which)."""
+    """Each results block in the README is exactly ``nbio report PATH... --markdown`` of
+    reports stored in docs/results/ (re-render it after a run: the message says which)."""
     readme = (ROOT / "README.md").read_text()
     blocks = REPORT_BLOCK.findall(readme)
     assert blocks, "the README shows no stored report"
     stale = []
-    for path, shown in blocks:
-        assert path.startswith("docs/results/") and path.endswith(".json"), path
-        stored = compare.Report.from_json((ROOT / path).read_text())
-        if shown != report.to_markdown(stored):
-            stale.append(f"nbio report {path} --markdown")
+    for paths, shown in blocks:
+        stored = []
+        for path in paths.split():
+            assert path.startswith("docs/results/") and path.endswith(".json"), path
+            stored.append((path, compare.Report.from_json((ROOT / path).read_text())))
+        if len(stored) == 1:
+            rendered = report.to_markdown(stored[0][1])
+        else:
+            rendered = report.side_by_side_markdown(stored)
+        if shown != rendered:
+            stale.append(f"nbio report {paths} --markdown")
     assert not stale, "re-render: " + "; ".join(stale)
