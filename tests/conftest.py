@@ -57,3 +57,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         defaults = [Target(e.name) for e in entries]
         pairs = list(itertools.product(defaults, defaults))
         metafunc.parametrize(("client_target", "server_target"), [_param(p) for p in pairs])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``once`` test nbio itself (its CLI, compare's report), whatever the
+    implementation: they run where asyncio is selected, or nothing is, and are skipped in
+    the other envs, which would only repeat them."""
+    names = config.getoption("--impl")
+    if not names or "asyncio-protocol" in names:
+        return
+    skip = pytest.mark.skip(reason="a test of nbio itself: runs once, with asyncio")
+    for item in items:
+        if item.get_closest_marker("once") is not None:
+            item.add_marker(skip)

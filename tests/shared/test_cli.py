@@ -54,6 +54,7 @@ BAD_INPUT = [
 ]
 
 
+@pytest.mark.once
 @pytest.mark.parametrize(("args", "message"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
     """Bad input: exit status 2, one line on stderr naming the problem, no traceback."""
@@ -73,6 +74,7 @@ def test_bad_loop_exits_2_for_each_implementation(target: Target) -> None:
         assert f"{target.impl} has no loop 'no-such-loop' (use default" in done.stderr
 
 
+@pytest.mark.once
 def test_impls_json_lists_what_is_installed() -> None:
     """``nbio impls --json`` lists exactly the installed implementations, with their fields."""
     done = run_nbio("impls", "--json")
@@ -85,6 +87,7 @@ def test_impls_json_lists_what_is_installed() -> None:
         assert item["note"] == registry.get(item["name"]).note
 
 
+@pytest.mark.once
 def test_sending_with_asyncio_imports_no_other_framework(tmp_path: Path) -> None:
     """Asking for one implementation imports only that one's framework."""
     code = (
@@ -104,6 +107,7 @@ def test_sending_with_asyncio_imports_no_other_framework(tmp_path: Path) -> None
     assert done.stdout.strip() == "[]", done.stderr
 
 
+@pytest.mark.once
 def test_console_script_is_installed() -> None:
     """Installing the project puts an ``nbio`` command beside the interpreter."""
     script = shutil.which("nbio", path=str(Path(sys.executable).parent))

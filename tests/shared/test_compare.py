@@ -30,14 +30,6 @@ ROW_FIELDS = {
 RUN_FIELDS = {"seq", "paired_with", "listening", "sent", "received", "received_count", "stopped"}
 
 
-def _once(config: pytest.Config) -> None:
-    """Skip a test of compare itself, which runs asyncio rows whatever was selected, except
-    where asyncio is (the asyncio env, or no --impl): once is enough."""
-    names = config.getoption("--impl")
-    if names and "asyncio-protocol" not in names:
-        pytest.skip("a test of compare itself: runs with the asyncio implementations")
-
-
 def _impls(config: pytest.Config) -> list[str]:
     names = config.getoption("--impl") or [e.name for e in registry.ENTRIES]
     return [n for n in names if not registry.get(n).missing()]
@@ -102,7 +94,9 @@ def test_compare_reports_a_row_per_implementation_and_loop(
 def test_settings_given_to_compare_reach_every_run(request: pytest.FixtureRequest) -> None:
     """With --digest sha256 --chunk-size 64KiB, every timed run of every row hashes on both
     sides, with equal digests, and hands its framework one chunk per 64 KiB: the processes'
-    own events say so (a digest dropped on the way once made every figure hashlib's)."""
+    own events say so (a digest dropped on the way once made every figure hashlib's). With
+    --syscalls, every row has non-zero sends and receives per GiB from strace, and the
+    counts of both processes are kept (without strace, each row says so)."""
     done = run_nbio(
         "compare",
         "--size",
@@ -115,26 +109,39 @@ def test_settings_given_to_compare_reach_every_run(request: pytest.FixtureReques
         "sha256",
         "--chunk-size",
         "64KiB",
+        "--syscalls",
         "--json",
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)["rows"]
+    report = json.loads(done.stdout)
+    rows = report["rows"]
     assert rows and "reference" not in {row["impl"] for row in rows}  # it hashes nothing
+    assert report["settings"]["syscalls"] is True
     for row in rows:
         for run in row["runs"]:
             assert run["listening"]["digest"] == run["sent"]["digest"] == "sha256"
             assert run["sent"]["chunk_size"] == 64 * 1024 and run["sent"]["chunks"] == 16
             (received,) = run["received"]
             assert received["sha256"] == run["sent"]["sha256"] is not None
+        # --syscalls: sends and receives per GiB from strace, or the reason there are none.
+        calls = row["figures"]["syscalls"]
+        if shutil.which("strace") is None:
+            assert calls["error"] == "strace not installed"
+            continue
+        assert calls["error"] is None and calls["per"] == "GiB", row["impl"]
+        assert calls["client_sends"] > 0 and calls["server_receives"] > 0, (row["impl"], calls)
+        full, tiny = row["traced"]
+        assert full["sent"]["bytes"] == 1024 * 1024 and tiny["sent"]["bytes"] == 1
+        assert set(full["syscalls"]) == {"client", "server"}
 
 
+@pytest.mark.once
 def test_compare_saves_a_report_that_renders_the_same(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """--save stores the raw report; nbio report renders it exactly as compare printed it,
     or several side by side, and a file that is not a report is refused with one line."""
-    _once(request.config)
     saved = tmp_path / "run.json"
     args = ["--size", "64KiB", "--repeat", "1", "--impls", "asyncio-protocol", "--loops", "default"]
     done = run_nbio("compare", *args, "--markdown", "--save", str(saved), timeout=300)
@@ -151,11 +158,11 @@ def test_compare_saves_a_report_that_renders_the_same(
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
 
 
+@pytest.mark.once
 def test_compare_writes_table_markdown_and_plot(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """The terminal table, the Markdown and the chart are written, naming the machine."""
-    _once(request.config)
     args = [
         "compare",
         "--size",
@@ -183,11 +190,11 @@ def test_compare_writes_table_markdown_and_plot(
     assert chart.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.once
 def test_compare_matrix_runs_every_client_against_every_server(
     request: pytest.FixtureRequest,
 ) -> None:
     """--matrix reports pass or fail and throughput for each client and server pair."""
-    _once(request.config)
     done = run_nbio(
         "compare",
         "--size",
@@ -255,26 +262,3 @@ def test_each_workload_gives_its_figures_for_every_row(
                 assert sent["latency_count"] == settings["connections"]
             if workload == "small-writes":
                 assert sent["chunk_size"] == 512 and sent["chunks"] == 512
-
-
-def test_syscalls_count_sends_receives_and_waits_per_gib(request: pytest.FixtureRequest) -> None:
-    """--syscalls gives every row non-zero sends (client) and receives (server) per GiB from
-    strace, and the raw counts are in the report; without strace, each row says so."""
-    impls = _impls(request.config)
-    done = run_nbio(
-        "compare", "--size", "8MiB", "--repeat", "1", "--impls", ",".join(impls), "--syscalls",
-        "--json", timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert report["settings"]["syscalls"] is True
-    for row in report["rows"]:
-        calls = row["figures"]["syscalls"]
-        if shutil.which("strace") is None:
-            assert calls["error"] == "strace not installed"
-            continue
-        assert calls["error"] is None and calls["per"] == "GiB", row["impl"]
-        assert calls["client_sends"] > 0 and calls["server_receives"] > 0, (row["impl"], calls)
-        full, tiny = row["traced"]
-        assert full["sent"]["bytes"] == 8 * 1024 * 1024 and tiny["sent"]["bytes"] == 1
-        assert set(full["syscalls"]) == {"client", "server"}
