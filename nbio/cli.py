@@ -25,9 +25,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from . import bench, compare, registry, report, usage
+from . import registry, usage, workloads
+
+# bench, compare and report are imported in the commands that use them: every `nbio serve`
+# and `nbio send` process (thousands in a test run) would otherwise pay for them at start.
+if TYPE_CHECKING:
+    from . import bench, compare
 from .common.accounting import DIGESTS
 from .common.events import (
     AcceptPaused,
@@ -45,6 +50,7 @@ from .common.interface import (
     DEFAULT_HOST,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
+    Implementation,
     Progress,
     SendFailed,
     SendOptions,
@@ -71,8 +77,24 @@ class Interrupted(KeyboardInterrupt):
     signals over. A KeyboardInterrupt, so that asyncio lets it through its callbacks."""
 
 
+#: Signals :func:`_interrupt` saw, in case the exception it raised was swallowed: one
+#: raised inside a weakref callback of the import system (seen on 3.12, in an import's
+#: module-lock callback) is printed as "Exception ignored" and lost.
+_arrived: list[int] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    _arrived.append(signum)
     raise Interrupted(signum)
+
+
+def _implementation(entry: registry.Entry) -> Implementation:
+    """Import ``entry``'s modules; a signal that arrived meanwhile stops us now, even if
+    the exception it raised was swallowed on the way."""
+    loaded = registry.load(entry)
+    if _arrived:
+        raise Interrupted(_arrived[0])
+    return loaded
 
 
 class StdoutGone(OSError):
@@ -150,6 +172,8 @@ def _knob(text: str) -> tuple[str, int]:
 
 def _variant(text: str) -> bench.Target:
     """``IMPL[/LOOP]:PATH=SIZE[,PATH=SIZE...]``: a row with knobs set in both processes."""
+    from . import bench
+
     name, colon, knobs = text.partition(":")
     impl, _, loop = name.partition("/")
     if not colon or not impl or not knobs:
@@ -258,7 +282,7 @@ def build_parser() -> Parser:
     profile_.add_argument("--loop", default="default", help="loop or reactor (default: default)")
     profile_.add_argument(
         "--workload",
-        choices=list(compare.WORKLOADS),
+        choices=list(workloads.WORKLOADS),
         default="stream",
         help="what the transfer sends, as in compare (default stream)",
     )
@@ -273,10 +297,10 @@ def build_parser() -> Parser:
     )
     compare_.add_argument(
         "--workload",
-        choices=[*compare.WORKLOADS, "all"],
+        choices=[*workloads.WORKLOADS, "all"],
         default="stream",
         help="what every run sends: "
-        + "; ".join(f"{w.name}: {w.what}" for w in compare.WORKLOADS.values())
+        + "; ".join(f"{w.name}: {w.what}" for w in workloads.WORKLOADS.values())
         + "; all: each in turn (default stream)",
     )
     compare_.add_argument(
@@ -604,7 +628,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         tune=tuple(args.tune),
     )
-    implementation = registry.load(entry)
+    implementation = _implementation(entry)
     _apply_tune(args.tune)
     try:
         stopped_by = implementation.serve(
@@ -641,7 +665,7 @@ def run_send(args: argparse.Namespace) -> int:
         close_timeout=args.close_timeout,
         concurrency=args.concurrency,
     )
-    implementation = registry.load(entry)
+    implementation = _implementation(entry)
     _apply_tune(args.tune)
     for module in entry.loop(args.loop).requires:  # uvloop: imported before the baseline too
         importlib.import_module(module)
@@ -691,6 +715,8 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from . import bench, report
+
     entry = _entry(args)
     target = bench.Target(entry.name, args.loop)
     _out(
@@ -719,14 +745,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from . import profile
+    from . import bench, profile
 
     entry = _entry(args)
     if profile.py_spy() is None:
         raise UsageError("profile needs py-spy (pip install 'nbio[profile]')")
     if not os.path.isdir(args.out) or not os.access(args.out, os.W_OK):
         raise UsageError(f"cannot write SVGs into {args.out!r}")
-    workload = compare.WORKLOADS[args.workload]
+    workload = workloads.WORKLOADS[args.workload]
     limit = entry.loop(args.loop).max_connections
     settings = bench.Settings(
         workload.size if args.size is None else args.size,
@@ -768,6 +794,8 @@ def _names(text: str | None, known: set[str], what: str) -> list[str] | None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from . import compare
+
     impls = _names(args.impls, {e.name for e in registry.ENTRIES}, "implementation")
     every_loop = args.loops == "all"
     known_loops = {loop.name for e in registry.ENTRIES for loop in e.loops}
@@ -782,10 +810,10 @@ def run_compare(args: argparse.Namespace) -> int:
         _check_variant(variant)
     chosen += args.variant
     seed = random.randrange(2**32) if args.seed is None else args.seed
-    workloads = list(compare.WORKLOADS) if args.workload == "all" else [args.workload]
+    names = list(workloads.WORKLOADS) if args.workload == "all" else [args.workload]
     status = 0
-    for name in workloads:
-        workload = compare.WORKLOADS[name]
+    for name in names:
+        workload = workloads.WORKLOADS[name]
         settings = compare.CompareSettings(
             size=workload.size if args.size is None else args.size,
             seed=seed,
@@ -809,7 +837,7 @@ def run_compare(args: argparse.Namespace) -> int:
                     f"than {at_once} connections"
                 )
         save = args.save
-        if save is not None and len(workloads) > 1:  # one stored report per workload
+        if save is not None and len(names) > 1:  # one stored report per workload
             stem, dot, suffix = save.rpartition(".")
             save = f"{stem}-{name}.{suffix}" if dot else f"{save}-{name}"
         status = max(status, _compare_one(settings, fit, args, save))
@@ -818,6 +846,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def _watches(target: bench.Target, connections: int) -> bool:
     """Whether ``target``'s loop can watch ``connections`` sockets at once."""
+    from . import bench
+
     if target.impl == bench.REFERENCE:
         return True
     limit = registry.get(target.impl).loop(target.loop).max_connections
@@ -830,6 +860,8 @@ def _compare_one(
     args: argparse.Namespace,
     save: str | None,
 ) -> int:
+    from . import compare, report
+
     started = time.monotonic()
     if args.matrix:
         count = len([t for t in chosen if t.loop == "default"]) ** 2
@@ -851,6 +883,8 @@ def _compare_one(
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from . import report
+
     _check_outputs(args)
     stored = [(path, _load(path)) for path in args.paths]
     if len(stored) == 1:
@@ -886,6 +920,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def _load(path: str) -> compare.Report:
+    from . import compare
+
     try:
         with open(path, encoding="utf-8") as file:
             return compare.Report.from_json(file.read())
@@ -913,6 +949,8 @@ def _check_variant(variant: bench.Target) -> None:
 
 
 def _render(measured: compare.Report, args: argparse.Namespace) -> None:
+    from . import report
+
     if args.json:
         _out(measured.to_json(report.figures))
     elif args.markdown:
@@ -929,6 +967,8 @@ def _table(measured: compare.Report) -> str:
     """The report as a table for the terminal (wide enough even when piped)."""
     from rich.console import Console
     from rich.table import Table
+
+    from . import report
 
     text = io.StringIO()
     width = os.get_terminal_size().columns if sys.stdout.isatty() else 240

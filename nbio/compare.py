@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.metadata
 import importlib.util
 import io
 import itertools
@@ -44,6 +43,7 @@ from .bench import (
     strace_missing,
 )
 from .common.payload import DEFAULT_CHUNK_SIZE
+from .workloads import WORKLOADS, Workload
 
 __all__ = [
     "BASELINE",
@@ -68,47 +68,8 @@ FORMAT = 3
 #: Formats :meth:`Report.from_json` reads: format 2 is format 3's ``stream`` workload,
 #: before workloads, ``--syscalls`` and ``received_count``.
 READABLE = (2, FORMAT)
-MIB = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Workload:
-    """What one kind of run sends, on the same sink and client protocol as every other."""
-
-    name: str
-    size: int  # bytes per connection
-    connections: int = 1
-    concurrency: int | None = None  # at most this many connections at once; None: all
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    what: str = ""  # one line for people
-
-
-#: ``nbio compare --workload NAME``: what separates frameworks beyond one big stream.
-WORKLOADS = {
-    w.name: w
-    for w in (
-        Workload("stream", 256 * MIB, what="one connection, a big payload: the kernel's copies"),
-        Workload(
-            "many",
-            1 * MIB,
-            connections=1000,
-            what="1000 connections at once, 1 MiB each: what an open connection costs",
-        ),
-        Workload(
-            "churn",
-            4 * 1024,
-            connections=10_000,
-            concurrency=50,
-            what="10,000 connections of 4 KiB, 50 at a time: what a connection's life costs",
-        ),
-        Workload(
-            "small-writes",
-            16 * MIB,
-            chunk_size=512,
-            what="one connection, 512-byte writes: what each call costs",
-        ),
-    )
-}
 #: Packages whose modules count as an implementation's code (a reader reads them).
 _IMPL_SUFFIX = "_impl"
 
@@ -460,6 +421,8 @@ def machine() -> dict[str, str]:
                     break
     except OSError:
         pass
+    import importlib.metadata  # here: a serve or send process never needs it
+
     versions = {}
     packages = {m for e in registry.ENTRIES for m in e.requires}
     packages |= {m for e in registry.ENTRIES for loop in e.loops for m in loop.requires}
