@@ -95,6 +95,10 @@ def report_accept_trouble(loop: asyncio.AbstractEventLoop, sink: Sink) -> None:
             assert error is not None
             sink.accept_failed(error_text(error), time.monotonic(), ACCEPT_RETRY_DELAY)
             return
+        # One of those retries, due after server.close() closed the listener: it fails on
+        # descriptor -1. Nothing is lost (we stopped accepting on purpose): say nothing.
+        if isinstance(error, ValueError) and "_start_serving" in repr(context.get("handle")):
+            return
         if previous is not None:
             previous(loop, context)
         else:

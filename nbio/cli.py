@@ -22,10 +22,11 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import registry, usage, workloads
 
@@ -78,9 +79,11 @@ class Interrupted(KeyboardInterrupt):
 
 
 #: Signals :func:`_interrupt` saw, in case the exception it raised was swallowed: one
-#: raised inside a weakref callback of the import system (seen on 3.12, in an import's
-#: module-lock callback) is printed as "Exception ignored" and lost.
+#: raised inside a weakref callback of the import system (an import's module-lock
+#: callback, seen in CI) is handed to ``sys.unraisablehook`` and lost.
 _arrived: list[int] = []
+#: The re-delivery of a swallowed signal, pending (see :func:`_unraisable`).
+_again: list[threading.Timer] = []
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -88,11 +91,32 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _unraisable(unraisable: Any) -> None:
+    """Our Interrupted, swallowed where exceptions cannot propagate: say nothing, and
+    deliver the signal again in a moment, to our handler or to the implementation's if it
+    took signals over meanwhile. Anything else goes to Python's own hook."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        signum = unraisable.exc_value.args[0]
+        timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        _again.append(timer)
+        timer.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def _forget_signals() -> None:
+    """We are stopping because of the signal: no re-delivery."""
+    for timer in _again:
+        timer.cancel()
+
+
 def _implementation(entry: registry.Entry) -> Implementation:
     """Import ``entry``'s modules; a signal that arrived meanwhile stops us now, even if
     the exception it raised was swallowed on the way."""
     loaded = registry.load(entry)
     if _arrived:
+        _forget_signals()
         raise Interrupted(_arrived[0])
     return loaded
 
@@ -1019,6 +1043,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # From here until an implementation takes them over, SIGINT and SIGTERM end us cleanly.
     for handled in (signal.SIGINT, signal.SIGTERM):
         signal.signal(handled, _interrupt)
+    sys.unraisablehook = _unraisable
     words = sys.argv[1:] if argv is None else list(argv)
     command = f"nbio {words[0]}" if words and words[0] in COMMANDS else "nbio"
     try:
@@ -1031,6 +1056,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"{command}: error: {exc.strerror}")
         return 1
     except Interrupted as exc:
+        _forget_signals()
         signum: int = exc.args[0]
         _say(f"{command}: stopped by {signal_name(signum)}")
         return 128 + signum

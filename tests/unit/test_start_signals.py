@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import signal
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,3 +28,20 @@ def test_no_signal_loads_the_implementation(monkeypatch: pytest.MonkeyPatch) -> 
     """Without a signal, loading hands back the implementation."""
     monkeypatch.setattr(cli, "_arrived", [])
     assert cli._implementation(registry.get("blocking")) is not None
+
+
+def test_a_swallowed_signal_is_delivered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python hands an exception raised where it cannot propagate to sys.unraisablehook:
+    for our Interrupted, the hook prints nothing and sends the signal again, to whoever
+    handles it by then (here SIGUSR1, to a handler of the test's own)."""
+    arrived = threading.Event()
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: arrived.set())
+    monkeypatch.setattr(cli, "_again", [])
+    try:
+        cli._unraisable(SimpleNamespace(exc_value=cli.Interrupted(signal.SIGUSR1)))
+        deadline = time.monotonic() + 10
+        while not arrived.is_set() and time.monotonic() < deadline:
+            signal.sigtimedwait([], 0.01)  # lets the main thread run the Python handler
+        assert arrived.is_set()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
