@@ -6,6 +6,7 @@ whether the stall ends in the middle of a transfer or only with the peer's EOF."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -24,6 +25,7 @@ from harness import (
     neutral_send,
     run_client,
     run_nbio,
+    wait_until,
 )
 from nbio.bench import Transfer, command
 from nbio.common.payload import Payload
@@ -33,8 +35,25 @@ STALL = 0.3  # seconds a process is stopped for: the stimulus, not a synchronisa
 SEEN = 250.0  # ms of loop delay that must show for it
 
 
-def _stalled(pid: int) -> None:
+def _stop(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped: kill() returns before
+    a thread busy or blocked in a system call has, and one of them could otherwise still
+    read what the test sends next (seen with the threaded server on a loaded machine)."""
     os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: _all_stopped(pid), what="every thread stopped")
+
+
+def _all_stopped(pid: int) -> bool:
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        path = f"/proc/{pid}/task/{task}/stat"
+        with contextlib.suppress(OSError), open(path, encoding="ascii") as file:
+            states.append(file.read().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
+def _stalled(pid: int) -> None:
+    _stop(pid)
     time.sleep(STALL)
     os.kill(pid, signal.SIGCONT)
 
@@ -68,7 +87,7 @@ def test_a_server_stall_that_ends_with_eof_shows_in_its_loop_delay(target: Targe
     it resumes the EOF is handled before its overdue tick fires, and the close samples it."""
     with ServerProcess(target, "--max-connections", "1") as server:
         held = _one_open(server)
-        server.proc.send_signal(signal.SIGSTOP)
+        _stop(server.proc.pid)
         try:
             held.sendall(b"x" * 1000)  # fits in the kernel's buffers: nothing blocks
             held.close()
@@ -127,7 +146,7 @@ def test_a_client_stall_that_ends_with_the_sinks_close_shows_in_its_loop_delay(
                 conn.settimeout(WAIT)
                 while conn.recv(65536):  # everything, up to the client's half-close
                     pass
-                client.send_signal(signal.SIGSTOP)
+                _stop(client.pid)
             time.sleep(STALL)  # closed while the client is stopped
             client.send_signal(signal.SIGCONT)
             stdout, stderr = client.communicate(timeout=WAIT)
