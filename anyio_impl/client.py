@@ -7,6 +7,7 @@ receipt.
 
 from __future__ import annotations
 
+import errno
 import functools
 import time
 
@@ -39,7 +40,11 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
     stream = await anyio.connect_tcp(options.host, options.port)
     # Asked now: once the transport has closed, extra() itself fails (its attribute table
     # calls getpeername() on a socket that is gone).
-    raw_socket = stream.extra(SocketAttribute.raw_socket)
+    try:
+        raw_socket = stream.extra(SocketAttribute.raw_socket)
+    except (OSError, AttributeError):  # reset already: the table's getpeername() fails
+        await stream.aclose()
+        raise ConnectionResetError(errno.ECONNRESET, "connection reset by peer") from None
     async with stream:
         sending = 0
         try:
@@ -55,7 +60,10 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
         except BaseException:  # the backend's cancellation too: a signal, a sibling's failure
             account.unfinished(sending, kernel_took(raw_socket))
             raise
-        await stream.send_eof()  # half-close: the kernel sends FIN after our bytes
+        try:
+            await stream.send_eof()  # half-close: the kernel sends FIN after our bytes
+        except RuntimeError:  # uvloop: a reset closed the transport under anyio
+            raise BrokenPipeError(errno.EPIPE, "closed by peer before our EOF") from None
         # The sink closes only after reading our EOF: its close is the receipt.
         try:
             with anyio.fail_after(options.close_timeout):

@@ -59,7 +59,8 @@ async def send_one(options: SendOptions, account: SendAccount, progress: Progres
                 await asyncio.sleep(0)
         # IOStream has no half-close: reach for its socket. Every write future resolved, so
         # the kernel has every byte and the shutdown goes out after them.
-        assert stream.socket is not None
+        if stream.socket is None:  # a reset closed the stream after its last write
+            raise stream.error if stream.error is not None else StreamClosedError()
         stream.socket.shutdown(socket.SHUT_WR)
         # The sink closes only after reading our EOF: its close is the receipt.
         try:
