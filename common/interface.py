@@ -40,6 +40,7 @@ __all__ = [
     "SendResult",
     "ServeOptions",
     "Server",
+    "at_once",
     "error_text",
     "format_peer",
     "kernel_took",
@@ -97,6 +98,11 @@ class ServeOptions:
         )
 
 
+def at_once(connections: int, concurrency: int | None) -> int:
+    """How many of ``connections`` run at once: ``concurrency`` (None: all), at most all."""
+    return connections if concurrency is None else min(concurrency, connections)
+
+
 @dataclass(frozen=True)
 class SendOptions:
     """What ``nbio send`` asks of a client: ``connections`` streams, each the whole payload."""
@@ -115,11 +121,7 @@ class SendOptions:
     @property
     def at_once(self) -> int:
         """How many connections run at once: ``concurrency``, at most ``connections``."""
-        return (
-            self.connections
-            if self.concurrency is None
-            else min(self.concurrency, self.connections)
-        )
+        return at_once(self.connections, self.concurrency)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
+from .common.interface import at_once
 from .common.payload import DEFAULT_CHUNK_SIZE
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Transfer",
     "TransferFailed",
     "check",
+    "checked",
     "command",
     "run_transfer",
     "run_wrapped",
@@ -112,6 +114,11 @@ class Settings:
             self.digest,
         ]
         return args + ([] if self.concurrency is None else ["--concurrency", str(self.concurrency)])
+
+    @property
+    def at_once(self) -> int:
+        """How many connections each transfer has open at once."""
+        return at_once(self.connections, self.concurrency)
 
 
 def command(verb: str, target: Target, *args: str) -> list[str]:
@@ -320,10 +327,7 @@ def run_transfer(
                 with open(path, encoding="utf-8") as file:
                     syscalls[side] = syscall_counts(file.read())
             transfer = replace(transfer, syscalls=syscalls)
-    problems = check(transfer, settings)
-    if problems:
-        raise TransferFailed("; ".join(problems))
-    return transfer
+    return checked(transfer, settings)
 
 
 #: The two processes of a transfer.
@@ -403,6 +407,14 @@ def run_wrapped(
             reader.join()  # the child has exited: its output ends
             stream.close()
     return Transfer(listening, sent, received, stopped)
+
+
+def checked(transfer: Transfer, settings: Settings) -> Transfer:
+    """``transfer``, if :func:`check` finds nothing wrong with it; else TransferFailed."""
+    problems = check(transfer, settings)
+    if problems:
+        raise TransferFailed("; ".join(problems))
+    return transfer
 
 
 def check(transfer: Transfer, settings: Settings) -> list[str]:

@@ -56,6 +56,7 @@ from .common.interface import (
     SendFailed,
     SendOptions,
     ServeOptions,
+    at_once,
     error_text,
     signal_name,
 )
@@ -668,10 +669,7 @@ def run_send(args: argparse.Namespace) -> int:
     entry = _entry(args)
     _check_host(args.host)
     loop_limit = entry.loop(args.loop).max_connections
-    at_once = (
-        args.connections if args.concurrency is None else min(args.concurrency, args.connections)
-    )
-    if loop_limit is not None and at_once > loop_limit:
+    if loop_limit is not None and at_once(args.connections, args.concurrency) > loop_limit:
         raise UsageError(
             f"the {args.loop} loop watches at most {loop_limit} connections (select() stops at "
             f"descriptor 1024): use fewer, or another loop"
@@ -785,8 +783,7 @@ def run_profile(args: argparse.Namespace) -> int:
         "none",
         workload.concurrency,
     )
-    at_once = min(settings.connections, settings.concurrency or settings.connections)
-    if limit is not None and at_once > limit:
+    if limit is not None and settings.at_once > limit:
         raise UsageError(f"the {args.loop} loop watches at most {limit} connections")
     name = f"{entry.name}-{args.loop}-{args.workload}"
     try:
@@ -850,15 +847,12 @@ def run_compare(args: argparse.Namespace) -> int:
             concurrency=workload.concurrency if args.concurrency is None else args.concurrency,
             syscalls=args.syscalls,
         )
-        at_once = settings.connections
-        if settings.concurrency is not None:
-            at_once = min(settings.concurrency, at_once)
-        fit = [t for t in chosen if _watches(t, at_once)]
+        fit = [t for t in chosen if _watches(t, settings.transfer.at_once)]
         for target in chosen:
             if target not in fit:  # a select() loop: not a failure of the framework
                 _say(
                     f"nbio compare: {name}: skipping {target.id}: its loop watches fewer "
-                    f"than {at_once} connections"
+                    f"than {settings.transfer.at_once} connections"
                 )
         save = args.save
         if save is not None and len(names) > 1:  # one stored report per workload

@@ -13,7 +13,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from .bench import SIDES, Settings, Target, Transfer, TransferFailed, check, run_wrapped
+from .bench import SIDES, Settings, Target, Transfer, TransferFailed, checked, run_wrapped
 
 __all__ = ["RATE", "Profile", "py_spy", "record"]
 
@@ -50,7 +50,4 @@ def record(target: Target, settings: Settings, out: str, name: str) -> Profile:
     # The client's are in its graph (py-spy starts it), a small share of a long transfer.
     wrappers = {"client": [*spying["client"], "--"]}
     transfer = run_wrapped(target, target, settings, wrappers, attach=spying["server"])
-    problems = check(transfer, settings)
-    if problems:
-        raise TransferFailed("; ".join(problems))
-    return Profile(transfer, svgs)
+    return Profile(checked(transfer, settings), svgs)
