@@ -15,10 +15,14 @@ from typing import cast
 import anyio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
 
-from ..common.events import EOF, ERROR, RESET
-from ..common.interface import RESET_LINGER, Emit, ServeOptions, error_text, format_peer
+from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
+from ..common.options import ServeOptions
+from ..common.results import error_text
 from ..common.sink import Sink
+from ..edge import standalone
+from ..edge.kernel import RESET_LINGER
 from . import loops
 from .ticker import start_ticker
 
@@ -158,10 +162,13 @@ def serve(options: ServeOptions, emit: Emit) -> int:
     return loops.run(functools.partial(serve_until_stopped, options, emit), options.loop)
 
 
-async def main() -> None:
-    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    await serve_until_stopped(ServeOptions(impl="anyio"), lambda e: print(e.text()))
+async def main(options: ServeOptions) -> None:
+    """Serve until Ctrl-C and print each connection, like the talk's server."""
+    await serve_until_stopped(options, standalone.print_event)
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    # loops.run is anyio.run that raises a task group's one failure as itself, not in a group.
+    standalone.run_server(
+        "anyio", lambda options: loops.run(functools.partial(main, options), options.loop)
+    )

@@ -10,8 +10,9 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from ..common.interface import RESET_LINGER, error_text
+from ..common.results import error_text
 from ..common.sink import Sink, out_of_resources
+from ..edge.kernel import RESET_LINGER
 
 __all__ = [
     "Signals",

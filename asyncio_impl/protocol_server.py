@@ -12,10 +12,12 @@ import time
 from typing import cast
 
 from ..common.burst import Burst
-from ..common.events import EOF, ERROR, RESET
-from ..common.interface import Emit, ServeOptions, format_peer
+from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
+from ..common.options import ServeOptions
 from ..common.sink import Connection, Sink
+from ..edge import standalone
 from . import loops
 from .ticker import start_ticker
 
@@ -121,10 +123,10 @@ def serve(options: ServeOptions, emit: Emit) -> int:
     return loops.run(serve_until_stopped(options, emit), options.loop)
 
 
-async def main() -> None:
-    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    await serve_until_stopped(ServeOptions(impl="asyncio-protocol"), lambda e: print(e.text()))
+async def main(options: ServeOptions) -> None:
+    """Serve until Ctrl-C and print each connection, like the talk's server."""
+    await serve_until_stopped(options, standalone.print_event)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    standalone.run_server("asyncio-protocol", lambda options: asyncio.run(main(options)))

@@ -1,15 +1,21 @@
 """The records that servers and clients report, and their JSON and one-line text forms.
 
-Every ``--json`` line of ``nbio serve`` and ``nbio send`` is one of these, via :func:`to_json`.
+Every ``--json`` line of ``nbio serve`` and ``nbio send`` is one of these, via
+:func:`to_json`, and reads back as the same typed record with :func:`from_json` (as h11's
+events go both ways): what reads a stored report reads attributes that mypy checks, never
+a dictionary's keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .loopdelay import DelayStats
+from .percentiles import Percentiles
 from .sizes import human_size
 
 __all__ = [
@@ -29,6 +35,8 @@ __all__ = [
     "Sent",
     "Stopped",
     "describe",
+    "format_peer",
+    "from_json",
     "to_json",
 ]
 
@@ -47,8 +55,38 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds / 1e6:.1f} MB/s" if seconds > 0 else "- MB/s"
 
 
+def format_peer(address: object) -> str:
+    """Return ``host:port`` for a socket address tuple (``[host]:port`` for IPv6)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+E = TypeVar("E", bound="_Readable")
+
+
+class _Readable:
+    """Reads an event back from the JSON :func:`to_json` wrote: a field missing from an
+    older report takes its default."""
+
+    @classmethod
+    def from_json(cls: type[E], data: Mapping[str, Any]) -> E:
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if spec.name == "loop_delay":
+                values[spec.name] = DelayStats.from_json(data)
+            elif spec.name in _DISTRIBUTIONS:
+                values[spec.name] = Percentiles.from_json(
+                    data.get(f"{spec.name}_ms"), int(data.get(f"{spec.name}_count") or 0)
+                )
+            elif spec.name in data:
+                values[spec.name] = data[spec.name]
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class Listening:
+class Listening(_Readable):
     """The server is accepting connections on ``host:port`` (``port`` is the real one), and
     the settings it serves with: ``digest`` is what its sink hashes, ``tune`` the knobs set
     with ``--tune``. ``rss_kib`` is its resident size now (after imports, with its loop and
@@ -71,7 +109,7 @@ class Listening:
 
 
 @dataclass(frozen=True)
-class Received:
+class Received(_Readable):
     """One sink connection ended, with everything it delivered.
 
     ``first_byte_at`` and ``ended_at`` are ``time.monotonic()`` seconds (one clock for every
@@ -102,7 +140,7 @@ class Received:
 
 
 @dataclass(frozen=True)
-class Rejected:
+class Rejected(_Readable):
     """A connection was closed at once, with a reset: ``reason`` says why (``--max-connections``
     were already open, or the process could not take it: no descriptor, no thread)."""
 
@@ -116,7 +154,7 @@ class Rejected:
 
 
 @dataclass(frozen=True)
-class AcceptPaused:
+class AcceptPaused(_Readable):
     """The server could not accept (out of descriptors, memory or threads) and stopped
     trying for ``retry_in`` seconds; said once per episode, however often it fails."""
 
@@ -133,7 +171,7 @@ class AcceptPaused:
 
 
 @dataclass(frozen=True)
-class AcceptResumed:
+class AcceptResumed(_Readable):
     """The server accepted a connection again after an :class:`AcceptPaused` episode."""
 
     event: ClassVar[str] = "accept_resumed"
@@ -145,7 +183,7 @@ class AcceptResumed:
 
 
 @dataclass(frozen=True)
-class Stopped:
+class Stopped(_Readable):
     """The server shut down; its totals are the sums of its ``received`` events.
 
     The span of every connection it served: ``first_byte_at`` is the earliest first byte
@@ -159,8 +197,8 @@ class Stopped:
     bytes: int
     outcomes: dict[str, int] = field(default_factory=dict)
     rejected: int = 0  # connections refused by --max-connections, not in the totals above
-    peak_rss_kib: int = 0
-    cpu_s: float = 0.0  # CPU seconds from listening to stopped, idle time included
+    peak_rss_kib: int | None = None  # None: not measured (a module run on its own)
+    cpu_s: float | None = None  # CPU seconds from listening to stopped, idle time included
     first_byte_at: float | None = None
     ended_at: float | None = None
     cpu_at_first_byte: float | None = None
@@ -171,15 +209,20 @@ class Stopped:
 
     def text(self) -> str:
         outcomes = ", ".join(f"{count} {name}" for name, count in sorted(self.outcomes.items()))
+        usage = []
+        if self.peak_rss_kib is not None:
+            usage.append(f"peak RSS {self.peak_rss_kib / 1024:.1f} MiB")
+        if self.cpu_s is not None:
+            usage.append(f"CPU {self.cpu_s:.2f} s")
         return (
             f"stopped: {self.connections} connections, {self.bytes} bytes "
-            f"({outcomes or 'none'}), {self.rejected} rejected; "
-            f"peak RSS {self.peak_rss_kib / 1024:.1f} MiB, CPU {self.cpu_s:.2f} s"
+            f"({outcomes or 'none'}), {self.rejected} rejected"
+            + (f"; {', '.join(usage)}" if usage else "")
         )
 
 
 @dataclass(frozen=True)
-class Sent:
+class Sent(_Readable):
     """Every connection of a client finished: all bytes handed to the kernel, all closed.
 
     ``seconds``, ``cpu_s`` and ``waits`` (voluntary context switches: the times the process
@@ -207,7 +250,7 @@ class Sent:
     rss_kib: int = 0
     peak_rss_kib: int = 0
     concurrency: int | None = None  # at most this many connections at once; None: all
-    latency: DelayStats | None = None  # connect to the sink's close, per connection (ms)
+    latency: Percentiles | None = None  # connect to the sink's close, per connection (ms)
 
     def text(self) -> str:
         digest = f" sha256 {self.sha256}" if self.sha256 else ""
@@ -220,7 +263,7 @@ class Sent:
 
 
 @dataclass(frozen=True)
-class Error:
+class Error(_Readable):
     """A client failed; ``bytes`` is how many went out to the kernel before it did."""
 
     event: ClassVar[str] = "error"
@@ -234,8 +277,13 @@ class Error:
 Event = Listening | Received | Rejected | AcceptPaused | AcceptResumed | Stopped | Sent | Error
 
 
-# Fields that hold a DelayStats or None: their keys are the same either way.
+#: Fields that hold :class:`Percentiles` or None: ``NAME_ms`` and ``NAME_count`` either way.
 _DISTRIBUTIONS = frozenset({"latency"})
+#: Every event by its ``"event"`` name.
+EVENTS: dict[str, type[Event]] = {
+    kind.event: kind
+    for kind in (Listening, Received, Rejected, AcceptPaused, AcceptResumed, Stopped, Sent, Error)
+}
 
 
 def to_json(event: Event) -> str:
@@ -246,14 +294,22 @@ def to_json(event: Event) -> str:
             data["loop_delay_ms"] = value.to_json()
             data["ticks"] = value.ticks
             data["early_ticks"] = value.early
-        elif isinstance(value, DelayStats) or name in _DISTRIBUTIONS:  # latency, say
+        elif name in _DISTRIBUTIONS:  # latency, say
             data[f"{name}_ms"] = value.to_json() if value is not None else None
-            data[f"{name}_count"] = value.ticks if value is not None else 0
+            data[f"{name}_count"] = value.count if value is not None else 0
         elif isinstance(value, float):
             data[name] = round(value, 6)
         else:
             data[name] = value
     return json.dumps(data)
+
+
+def from_json(data: Mapping[str, Any]) -> Event:
+    """The event a line of :func:`to_json` holds, typed; ValueError if it is none."""
+    kind = EVENTS.get(str(data.get("event")))
+    if kind is None:
+        raise ValueError(f"not an nbio event: {data.get('event')!r}")
+    return kind.from_json(data)
 
 
 def describe(event: Event) -> str:

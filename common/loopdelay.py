@@ -23,16 +23,18 @@ Three rules keep the figure honest:
 
 from __future__ import annotations
 
-import math
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from .percentiles import MIN_COUNT_FOR_P99, nearest_rank, rounded
 
 __all__ = ["MIN_TICKS_FOR_P99", "TICK_INTERVAL", "DelayStats", "LoopDelay", "OnTick"]
 
 TICK_INTERVAL = 0.010
 #: Below this many ticks, nearest-rank p99 (rank ceil(0.99 n)) is the maximum: not reported.
-MIN_TICKS_FOR_P99 = 100
+MIN_TICKS_FOR_P99 = MIN_COUNT_FOR_P99
 
 #: Called with the time of each tick, after it is recorded: a server's ``Sink.expire``.
 OnTick = Callable[[float], object]
@@ -55,7 +57,24 @@ class DelayStats:
         """``{"p50", "p99", "max"}`` in milliseconds, or None when nothing ticked."""
         if not self.ticks:
             return None
-        return {"p50": _round(self.p50_ms), "p99": _round(self.p99_ms), "max": _round(self.max_ms)}
+        return {
+            "p50": rounded(self.p50_ms),
+            "p99": rounded(self.p99_ms),
+            "max": rounded(self.max_ms),
+        }
+
+    @classmethod
+    def from_json(cls, event: Mapping[str, Any]) -> DelayStats:
+        """The loop delay an event carries as ``loop_delay_ms``, ``ticks`` and
+        ``early_ticks`` (see :func:`nbio.common.events.to_json`)."""
+        delay = event.get("loop_delay_ms") or {}
+        return cls(
+            ticks=int(event.get("ticks", 0)),
+            early=int(event.get("early_ticks", 0)),
+            p50_ms=delay.get("p50"),
+            p99_ms=delay.get("p99"),
+            max_ms=delay.get("max"),
+        )
 
     def text(self) -> str:
         """For people: ``p99 1.2 ms (340 ticks)``, ``max 3.0 ms (12 ticks)``, ``no ticks``."""
@@ -64,10 +83,6 @@ class DelayStats:
         if self.p99_ms is None:
             return f"max {self.max_ms:.1f} ms ({self.ticks} ticks, too few for a p99)"
         return f"p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms ({self.ticks} ticks)"
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
 
 
 class LoopDelay:
@@ -144,8 +159,8 @@ class LoopDelay:
         return DelayStats(
             ticks=len(samples),
             early=sum(1 for sample in samples if sample < 0),
-            p50_ms=_percentile(samples, 50) * 1000,
-            p99_ms=_percentile(samples, 99) * 1000 if len(samples) >= MIN_TICKS_FOR_P99 else None,
+            p50_ms=nearest_rank(samples, 50) * 1000,
+            p99_ms=nearest_rank(samples, 99) * 1000 if len(samples) >= MIN_TICKS_FOR_P99 else None,
             max_ms=samples[-1] * 1000,
         )
 
@@ -155,9 +170,3 @@ class LoopDelay:
         if count > 0:
             del self._samples[:count]
             self._dropped += count
-
-
-def _percentile(ordered: list[float], percent: float) -> float:
-    """Nearest-rank percentile of an ordered, non-empty list."""
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[rank - 1]

@@ -13,17 +13,13 @@ from gevent import socket as gsocket
 
 from ..common.accounting import SendAccount
 from ..common.burst import Burst
-from ..common.interface import (
-    CloseTimeout,
-    Progress,
-    SendFailed,
-    SendOptions,
-    SendResult,
-    error_text,
-    kernel_took,
-)
+from ..common.interface import Progress
 from ..common.loopdelay import LoopDelay
-from ..common.payload import TALK_SIZE, Payload, PayloadError
+from ..common.options import SendOptions
+from ..common.payload import PayloadError
+from ..common.results import CloseTimeout, SendFailed, SendResult, error_text
+from ..edge import standalone
+from ..edge.kernel import kernel_took
 from . import loops
 from .ticker import start_ticker
 
@@ -111,11 +107,10 @@ def send(options: SendOptions, progress: Progress) -> SendResult:
     return loops.run(lambda: send_all(options, progress), options.loop)
 
 
-def main() -> None:
-    """Send the talk's 73,400,320 bytes of ``foobar\\n`` to 127.0.0.1:1234."""
-    result = send_all(SendOptions(Payload(TALK_SIZE)), lambda count: None)
-    print(f"sent {result.bytes} bytes in {result.seconds:.3f} s")
+def main(options: SendOptions) -> SendResult:
+    """Send the talk's 73,400,320 bytes of ``foobar\\n`` (or ``--size``) to the sink."""
+    return send_all(options, lambda count: None)
 
 
 if __name__ == "__main__":
-    main()
+    standalone.run_client(main)

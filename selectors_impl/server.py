@@ -7,10 +7,14 @@ from __future__ import annotations
 import socket
 
 from ..common.burst import Burst
-from ..common.events import EOF, ERROR, RESET
-from ..common.interface import RESET_LINGER, Emit, ServeOptions, error_text, format_peer
+from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
+from ..common.options import ServeOptions
+from ..common.results import error_text
 from ..common.sink import Sink
+from ..edge import standalone
+from ..edge.kernel import RESET_LINGER
 from . import loops
 from .mainloop import Cancelled, Loop, Task, current_loop, sleep, wait_readable
 from .ticker import start_ticker
@@ -136,10 +140,10 @@ def serve(options: ServeOptions, emit: Emit) -> int:
     return loops.run(serve_until_stopped(options, emit), options.loop)
 
 
-def main() -> None:
-    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    Loop().run(serve_until_stopped(ServeOptions(impl="selectors"), lambda e: print(e.text())))
+async def main(options: ServeOptions) -> None:
+    """Serve until Ctrl-C and print each connection, like the talk's server."""
+    await serve_until_stopped(options, standalone.print_event)
 
 
 if __name__ == "__main__":
-    main()
+    standalone.run_server("selectors", lambda options: Loop().run(main(options)))

@@ -1,5 +1,6 @@
 """One suite, every implementation: tests that take ``target`` run once per implementation
 and loop (``test_x[asyncio-streams]``, ``test_x[asyncio-streams-uvloop]``); tests that take
+``default_target`` once per implementation, on its default loop; tests that take
 ``client_target`` and ``server_target`` run once per pair. ``--impl NAME`` (repeatable)
 narrows the set; an implementation that is not installed is skipped with the reason."""
 
@@ -52,6 +53,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" in metafunc.fixturenames:
         targets = [Target(e.name, loop.name) for e in entries for loop in e.loops]
         metafunc.parametrize("target", [_param((t,)) for t in targets])
+    if "default_target" in metafunc.fixturenames:  # each implementation on its default loop
+        metafunc.parametrize("default_target", [_param((Target(e.name),)) for e in entries])
     if "client_target" in metafunc.fixturenames:
         # Every client against every server, on their default loops.
         defaults = [Target(e.name) for e in entries]

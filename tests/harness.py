@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbio.bench import NBIO, Target, command  # the one place command lines are built
+from nbio.bench import NBIO, command  # the one place command lines are built
 from nbio.common.payload import Payload
+from nbio.transfer import Target
 
 LOCALHOST = "127.0.0.1"
 #: Seconds any one wait may take before the test fails; generous: machines are shared.

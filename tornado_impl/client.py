@@ -18,16 +18,12 @@ from tornado.tcpclient import TCPClient
 
 from ..common.accounting import SendAccount
 from ..common.burst import Burst
-from ..common.interface import (
-    CloseTimeout,
-    Progress,
-    SendFailed,
-    SendOptions,
-    SendResult,
-    error_text,
-)
+from ..common.interface import Progress
 from ..common.loopdelay import LoopDelay
-from ..common.payload import TALK_SIZE, Payload, PayloadError
+from ..common.options import SendOptions
+from ..common.payload import PayloadError
+from ..common.results import CloseTimeout, SendFailed, SendResult, error_text
+from ..edge import standalone
 from . import loops
 from .ticker import start_ticker
 
@@ -128,11 +124,10 @@ def send(options: SendOptions, progress: Progress) -> SendResult:
     return loops.run(send_all(options, progress), options.loop)
 
 
-async def main() -> None:
-    """Send the talk's 73,400,320 bytes of ``foobar\\n`` to 127.0.0.1:1234."""
-    result = await send_all(SendOptions(Payload(TALK_SIZE)), lambda count: None)
-    print(f"sent {result.bytes} bytes in {result.seconds:.3f} s")
+async def main(options: SendOptions) -> SendResult:
+    """Send the talk's 73,400,320 bytes of ``foobar\\n`` (or ``--size``) to the sink."""
+    return await send_all(options, lambda count: None)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    standalone.run_client(lambda options: asyncio.run(main(options)))

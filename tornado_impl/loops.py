@@ -12,8 +12,9 @@ from tornado.ioloop import IOLoop
 
 from ..asyncio_impl import loops as asyncio_loops
 from ..asyncio_impl.loops import Signals, run, wait_idle, wait_or_signal
-from ..common.interface import RESET_LINGER, error_text
+from ..common.results import error_text
 from ..common.sink import Sink, out_of_resources
+from ..edge.kernel import RESET_LINGER
 
 __all__ = [
     "Signals",

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import trio
 
-from ..common.interface import error_text
+from ..common.results import error_text
 from ..common.sink import Sink, out_of_resources
 
 if sys.version_info < (3, 11):

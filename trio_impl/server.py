@@ -12,10 +12,13 @@ import socket
 
 import trio
 
-from ..common.events import EOF, ERROR, RESET
-from ..common.interface import RESET_LINGER, Emit, ServeOptions, format_peer
+from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
+from ..common.options import ServeOptions
 from ..common.sink import Sink
+from ..edge import standalone
+from ..edge.kernel import RESET_LINGER
 from . import loops
 from .ticker import start_ticker
 
@@ -122,10 +125,13 @@ def serve(options: ServeOptions, emit: Emit) -> int:
     return loops.run(functools.partial(serve_until_stopped, options, emit), options.loop)
 
 
-async def main() -> None:
-    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    await serve_until_stopped(ServeOptions(impl="trio"), lambda e: print(e.text()))
+async def main(options: ServeOptions) -> None:
+    """Serve until Ctrl-C and print each connection, like the talk's server."""
+    await serve_until_stopped(options, standalone.print_event)
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    # loops.run is trio.run that raises a nursery's one failure as itself, not in a group.
+    standalone.run_server(
+        "trio", lambda options: loops.run(functools.partial(main, options), options.loop)
+    )

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import cast
 
-from twisted.internet import defer, error, task
+from twisted.internet import defer, error
 from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
@@ -27,16 +27,12 @@ from zope.interface import implementer
 
 from ..common.accounting import SendAccount
 from ..common.burst import Burst
-from ..common.interface import (
-    CloseTimeout,
-    Progress,
-    SendFailed,
-    SendOptions,
-    SendResult,
-    error_text,
-)
+from ..common.interface import Progress
 from ..common.loopdelay import LoopDelay
-from ..common.payload import TALK_SIZE, Payload, PayloadError
+from ..common.options import SendOptions
+from ..common.payload import PayloadError
+from ..common.results import CloseTimeout, SendFailed, SendResult, error_text
+from ..edge import standalone
 from . import loops
 from .ticker import start_ticker
 
@@ -225,11 +221,14 @@ def send(options: SendOptions, progress: Progress) -> SendResult:
     return loops.run(lambda reactor: send_all(reactor, options, progress), options.loop)
 
 
-async def main(reactor: ReactorBase) -> None:
-    """Send the talk's 73,400,320 bytes of ``foobar\\n`` to 127.0.0.1:1234."""
-    result = await send_all(reactor, SendOptions(Payload(TALK_SIZE)), lambda count: None)
-    print(f"sent {result.bytes} bytes in {result.seconds:.3f} s")
+async def main(reactor: ReactorBase, options: SendOptions) -> SendResult:
+    """Send the talk's 73,400,320 bytes of ``foobar\\n`` (or ``--size``) to the sink."""
+    return await send_all(reactor, options, lambda count: None)
 
 
 if __name__ == "__main__":
-    task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    # loops.run is task.react that returns instead of exiting, so that a failure is one
+    # line, not the traceback react logs.
+    standalone.run_client(
+        lambda options: loops.run(lambda reactor: main(reactor, options), options.loop),
+    )

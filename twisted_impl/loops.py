@@ -24,7 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from ..common.interface import format_peer
+from ..common.events import format_peer
 from ..common.sink import Sink
 
 __all__ = [

@@ -9,17 +9,19 @@ from __future__ import annotations
 import time
 from typing import cast
 
-from twisted.internet import defer, error, task
+from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address
 from twisted.internet.base import ReactorBase
 from twisted.internet.interfaces import IAddress, IListeningPort, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from ..common.events import EOF, ERROR, RESET
-from ..common.interface import Emit, ServeOptions, format_peer
+from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
+from ..common.options import ServeOptions
 from ..common.sink import Connection, Sink
+from ..edge import standalone
 from . import loops
 from .ticker import start_ticker
 
@@ -135,10 +137,14 @@ def serve(options: ServeOptions, emit: Emit) -> int:
     return loops.run(lambda reactor: serve_until_stopped(reactor, options, emit), options.loop)
 
 
-async def main(reactor: ReactorBase) -> None:
-    """Serve on 127.0.0.1:1234 and print each connection until Ctrl-C, like the talk's server."""
-    await serve_until_stopped(reactor, ServeOptions(impl="twisted"), lambda e: print(e.text()))
+async def main(reactor: ReactorBase, options: ServeOptions) -> None:
+    """Serve until Ctrl-C and print each connection, like the talk's server."""
+    await serve_until_stopped(reactor, options, standalone.print_event)
 
 
 if __name__ == "__main__":
-    task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    # loops.run is task.react that returns instead of exiting, so that a failure to listen
+    # is one line, not the traceback react logs.
+    standalone.run_server(
+        "twisted", lambda options: loops.run(lambda reactor: main(reactor, options), options.loop)
+    )

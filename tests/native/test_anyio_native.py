@@ -19,8 +19,8 @@ from anyio.abc import SocketAttribute  # noqa: E402
 from nbio.anyio_impl import client, loops, server, ticker  # noqa: E402
 from nbio.common.accounting import SendAccount  # noqa: E402
 from nbio.common.events import Event, Received  # noqa: E402
-from nbio.common.interface import SendOptions, ServeOptions  # noqa: E402
 from nbio.common.loopdelay import LoopDelay  # noqa: E402
+from nbio.common.options import SendOptions, ServeOptions  # noqa: E402
 from nbio.common.payload import Payload  # noqa: E402
 from nbio.common.sink import Sink  # noqa: E402
 

@@ -16,8 +16,8 @@ from typing import Any, cast
 from nbio.asyncio_impl import client, loops, protocol_client, protocol_server, server, ticker
 from nbio.common.accounting import SendAccount
 from nbio.common.events import Event, Received
-from nbio.common.interface import SendOptions, ServeOptions
 from nbio.common.loopdelay import LoopDelay
+from nbio.common.options import SendOptions, ServeOptions
 from nbio.common.payload import Payload
 from nbio.common.sink import Sink
 

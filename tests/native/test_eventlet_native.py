@@ -19,10 +19,11 @@ from eventlet.green import socket as gsocket
 from harness import run_nbio
 from nbio.common.accounting import SendAccount
 from nbio.common.events import Event, Received
-from nbio.common.interface import RESET_LINGER, SendOptions, ServeOptions
 from nbio.common.loopdelay import LoopDelay
+from nbio.common.options import SendOptions, ServeOptions
 from nbio.common.payload import Payload
 from nbio.common.sink import Sink
+from nbio.edge.kernel import RESET_LINGER
 from nbio.eventlet_impl import client, loops, server, ticker
 
 TIMEOUT = 30

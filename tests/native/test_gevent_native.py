@@ -13,8 +13,8 @@ from gevent import socket as gsocket  # noqa: E402
 
 from nbio.common.accounting import SendAccount  # noqa: E402
 from nbio.common.events import Event, Received  # noqa: E402
-from nbio.common.interface import SendOptions, ServeOptions  # noqa: E402
 from nbio.common.loopdelay import LoopDelay  # noqa: E402
+from nbio.common.options import SendOptions, ServeOptions  # noqa: E402
 from nbio.common.payload import Payload  # noqa: E402
 from nbio.common.sink import Sink  # noqa: E402
 from nbio.gevent_impl import client, server, ticker  # noqa: E402

@@ -20,9 +20,10 @@ from tornado.tcpserver import TCPServer
 from tornado.testing import AsyncTestCase, bind_unused_port, gen_test
 
 from nbio.common.events import Event, Received
-from nbio.common.interface import SendFailed, SendOptions
 from nbio.common.loopdelay import LoopDelay
+from nbio.common.options import SendOptions
 from nbio.common.payload import Payload
+from nbio.common.results import SendFailed
 from nbio.common.sink import Sink
 from nbio.tornado_impl import client, server
 

@@ -17,8 +17,8 @@ import trio.testing
 
 from nbio.common.accounting import SendAccount
 from nbio.common.events import Event, Received
-from nbio.common.interface import SendOptions, ServeOptions
 from nbio.common.loopdelay import LoopDelay
+from nbio.common.options import SendOptions, ServeOptions
 from nbio.common.payload import Payload
 from nbio.common.sink import Sink
 from nbio.trio_impl import client, loops, server, ticker

@@ -17,9 +17,10 @@ from twisted.python.failure import Failure  # noqa: E402
 
 from nbio.common.accounting import SendAccount  # noqa: E402
 from nbio.common.events import Event, Received  # noqa: E402
-from nbio.common.interface import SendFailed, SendOptions  # noqa: E402
 from nbio.common.loopdelay import LoopDelay  # noqa: E402
+from nbio.common.options import SendOptions  # noqa: E402
 from nbio.common.payload import Payload  # noqa: E402
+from nbio.common.results import SendFailed  # noqa: E402
 from nbio.common.sink import Sink  # noqa: E402
 from nbio.twisted_impl import client, server  # noqa: E402
 

@@ -27,8 +27,11 @@ from harness import (
     run_nbio,
     wait_until,
 )
-from nbio.bench import Transfer, command
+from nbio.bench import command
+from nbio.common.events import Listening, Received, Sent, Stopped
+from nbio.common.loopdelay import DelayStats
 from nbio.common.payload import Payload
+from nbio.transfer import Transfer
 
 MiB = 1024 * 1024
 STALL = 0.3  # seconds a process is stopped for: the stimulus, not a synchronisation
@@ -173,7 +176,12 @@ def test_every_connection_reports_its_span_so_throughput_is_over_the_wall_span(
             neutral_send(server.port, Payload(8 * MiB))
             received += server.received()
         stopped = server.stop()
-    transfer = Transfer(listening, {}, received, stopped)
+    transfer = Transfer(
+        Listening.from_json(listening),
+        Sent(bytes=0, sha256=None, seconds=0.0, connections=0, loop_delay=DelayStats(ticks=0)),
+        [Received.from_json(r) for r in received],
+        Stopped.from_json(stopped),
+    )
     first, second = received
     assert first["ended_at"] <= second["first_byte_at"]
     assert transfer.server_seconds >= first["seconds"] + second["seconds"]

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nbio.common.accounting import ByteAccount, SendAccount
-from nbio.common.interface import kernel_took
+from nbio.edge.kernel import kernel_took
 
 
 @given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(0, 5000), max_size=20))

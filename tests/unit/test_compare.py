@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
-from nbio import bench, compare, report
-from nbio.bench import REFERENCE, Settings, Target, Transfer, TransferFailed
+from nbio import bench, compare, figures, loc, record, report
+from nbio.common.events import Listening, Received, Sent, Stopped
+from nbio.common.loopdelay import DelayStats
+from nbio.common.percentiles import Percentiles
+from nbio.transfer import REFERENCE, Settings, Target, Transfer, TransferFailed
+from nbio.workloads import CONNECTION, WORKLOADS
+from nbio.workloads import GIB as PER_GIB
 
 GIB = 1024**3
 BLOCKING = Target("blocking")
@@ -18,36 +22,41 @@ BLOCKING = Target("blocking")
 def _events(size: int, mb_per_s: float, start: float = 10.0, ticks: int = 300) -> Transfer:
     """One transfer of ``size`` bytes at ``mb_per_s``, as both processes would report it."""
     seconds = size / (mb_per_s * 1e6)
-    delay: dict[str, Any] = {"p50": 0.1, "p99": 1.0, "max": 2.0}
-    received = {
-        "bytes": size,
-        "sha256": None,
-        "outcome": "eof",
+    delay = DelayStats(ticks=ticks, p50_ms=0.1, p99_ms=1.0, max_ms=2.0)
+    span = {
         "first_byte_at": start,
         "ended_at": start + seconds,
         "cpu_at_first_byte": 1.0,
         "cpu_at_end": 1.0 + seconds / 2,
         "waits_at_first_byte": 5,
         "waits_at_end": 15,
-        "loop_delay_ms": delay,
-        "ticks": ticks,
-        "early_ticks": 0,
     }
+    received = Received(
+        peer="127.0.0.1:1", bytes=size, sha256=None, seconds=seconds, outcome="eof",
+        loop_delay=delay, **span,
+    )  # fmt: skip
     return Transfer(
-        listening={"port": 1, "digest": "none", "rss_kib": 10240},
-        sent={
-            "bytes": size,
-            "sha256": None,
-            "cpu_s": seconds,
-            "waits": 20,
-            "rss_kib": 20480,
-            "peak_rss_kib": 22528,
-            "loop_delay_ms": delay,
-            "ticks": ticks,
-            "early_ticks": 1,
-        },
+        listening=Listening("x", "default", "127.0.0.1", 1, rss_kib=10240),
+        sent=Sent(
+            bytes=size,
+            sha256=None,
+            seconds=seconds,
+            connections=1,
+            cpu_s=seconds,
+            waits=20,
+            rss_kib=20480,
+            peak_rss_kib=22528,
+            loop_delay=replace(delay, early=1),
+        ),
         received=[received],
-        stopped={"bytes": size, "peak_rss_kib": 11264},
+        stopped=Stopped(
+            connections=1,
+            bytes=size,
+            outcomes={"eof": 1},
+            peak_rss_kib=11264,
+            loop_delay=delay,
+            **span,
+        ),
     )
 
 
@@ -67,8 +76,8 @@ class FakeBench:
         return _events(settings.size, self.speeds[server.impl])
 
 
-def _run(bench: FakeBench, seed: int = 1, repeat: int = 3) -> compare.Report:
-    settings = compare.CompareSettings(size=GIB, seed=seed, repeat=repeat)
+def _run(bench: FakeBench, seed: int = 1, repeat: int = 3) -> record.Report:
+    settings = record.CompareSettings(size=GIB, seed=seed, repeat=repeat)
     chosen = [Target("asyncio-streams"), Target("twisted"), BLOCKING]
     return compare.run(settings, chosen, transfer=bench)
 
@@ -116,18 +125,18 @@ def test_a_row_that_fails_verification_is_an_error_and_never_timed() -> None:
     measured = _run(bench)
     assert bench.calls.count(("twisted", "sha256")) == 1
     assert ("twisted", "none") not in bench.calls
-    (row,) = [r for r in report.reduce(measured) if r.target.impl == "twisted"]
+    (row,) = [r for r in figures.reduce(measured) if r.target.impl == "twisted"]
     assert row.error is not None and row.error.startswith("verification: ")
-    assert row.mb_per_s is None and row.ratio is None
+    assert row.primary is None and row.ratio is None
     assert "error: verification" in report.cells(row)[2]
 
 
 def test_a_failed_baseline_means_no_ratios() -> None:
     """Without a baseline that ran, no row has a ratio to it, but each has its figures."""
     measured = _run(FakeBench(SPEEDS, failing={"blocking"}))
-    rows = {r.target.impl: r for r in report.reduce(measured)}
+    rows = {r.target.impl: r for r in figures.reduce(measured)}
     assert rows["blocking"].error is not None
-    assert rows["asyncio-streams"].mb_per_s is not None
+    assert rows["asyncio-streams"].primary is not None
     assert all(r.ratio is None for r in rows.values())
 
 
@@ -139,46 +148,51 @@ def test_ratios_are_medians_of_neighbouring_pairs() -> None:
         slower = 1 + next(drift) / 10  # the machine gets slower and slower
         return _events(settings.size, SPEEDS[server.impl] / slower)
 
-    settings = compare.CompareSettings(size=GIB, seed=3, repeat=3)
+    settings = record.CompareSettings(size=GIB, seed=3, repeat=3)
     measured = compare.run(settings, [Target("asyncio-streams"), BLOCKING], transfer=drifting)
-    rows = {r.target.impl: r for r in report.reduce(measured)}
+    rows = {r.target.impl: r for r in figures.reduce(measured)}
     ratio = rows["asyncio-streams"].ratio
     assert ratio is not None
     assert 1.8 < ratio.low <= ratio.median <= ratio.high < 2.0  # about 2, whatever the drift
-    assert rows["blocking"].ratio == report.Spread(1.0, 1.0, 1.0)
+    assert rows["blocking"].ratio == figures.Spread(1.0, 1.0, 1.0)
 
 
-def test_throughput_is_every_byte_over_the_wall_span() -> None:
+def test_a_report_stored_before_stopped_spanned_connections_reads_with_its_span() -> None:
     """Two 1 GB connections served one after the other (0–1 s, then 1–2 s) move 2 GB in
-    2 s: 1000 MB/s, not the 2000 MB/s that bytes over the longest connection would say."""
+    2 s: 1000 MB/s, not the 2000 MB/s that bytes over the longest connection would say. A
+    report stored when ``stopped`` did not yet span every connection (the reference's, or
+    format 2) reads back with that span taken from its ``received`` events."""
     first, second = _events(10**9, 1000.0, start=0.0), _events(10**9, 1000.0, start=1.0)
-    both = Transfer(first.listening, first.sent, first.received + second.received, first.stopped)
+    data = Transfer(first.listening, first.sent, first.received + second.received).to_json()
+    data["stopped"] = {"event": "stopped", "connections": 2, "bytes": 2 * 10**9}
+    both = Transfer.from_json(data)
     assert both.server_bytes == 2 * 10**9
     assert both.server_seconds == pytest.approx(2.0)
     assert both.server_mb_per_s == pytest.approx(1000.0)
     assert both.server_cpu_s == pytest.approx(0.5)  # the server's CPU over that same span
+    assert both.server_delay.ticks == 300
 
 
 def test_reduction_gives_medians_spreads_cpu_and_memory_growth() -> None:
     """Throughput is the median of the runs with its min and max; CPU is per GiB over the
     transfer's span; growth is peak RSS over the process's own baseline."""
     measured = _run(FakeBench(SPEEDS))
-    row = next(r for r in report.reduce(measured) if r.target.impl == "asyncio-streams")
-    assert row.mb_per_s is not None and row.mb_per_s.median == pytest.approx(2000.0)
+    row = next(r for r in figures.reduce(measured) if r.target.impl == "asyncio-streams")
+    assert row.primary is not None and row.primary.median == pytest.approx(2000.0)
     assert row.ratio is not None and row.ratio.median == pytest.approx(2.0)
     seconds = GIB / 2000e6
-    assert row.client_cpu_s_per_gib is not None
-    assert row.client_cpu_s_per_gib.median == pytest.approx(seconds)
+    assert row.client_cpu_s_per_unit is not None
+    assert row.client_cpu_s_per_unit.median == pytest.approx(seconds)
     assert (row.client_rss_mib, row.client_growth_mib) == (22.0, 2.0)
     assert (row.server_rss_mib, row.server_growth_mib) == (11.0, 1.0)
-    assert row.client_delay == report.Delay(ticks=300, early=3, p50=0.1, p99=1.0, max=2.0)
+    assert row.client_delay == figures.Delay(ticks=300, early=3, p50=0.1, p99=1.0, max=2.0)
 
 
 def test_few_ticks_show_the_max_alone_and_none_say_so() -> None:
     """Below 100 ticks a cell shows the max only; a process that never ticked, 'no ticks'."""
-    few = report.Delay.of([{"loop_delay_ms": {"p50": 0.1, "p99": None, "max": 2.0}, "ticks": 25}])
+    few = figures.Delay.of([DelayStats(ticks=25, p50_ms=0.1, p99_ms=None, max_ms=2.0)])
     assert few.text() == "max 2.0 (25)"
-    none = report.Delay.of([{"loop_delay_ms": None, "ticks": 0}])
+    none = figures.Delay.of([DelayStats(ticks=0)])
     assert none.text() == "no ticks"
 
 
@@ -188,7 +202,7 @@ def test_markdown_names_each_statistic_and_the_seed() -> None:
     markdown = report.to_markdown(measured)
     assert "seed 42" in markdown and "`--seed 42`" in markdown
     header = markdown.splitlines()[2]
-    assert header.count("|") == len(report.COLUMNS) + 1
+    assert header.count("|") == len(WORKLOADS["stream"].headers) + 1
     assert "median (min–max)" in header and "median of pairs" in header
     assert "| asyncio-streams | default | 2000 (2000–2000) | 2.00 (2.00–2.00) |" in markdown
 
@@ -196,7 +210,7 @@ def test_markdown_names_each_statistic_and_the_seed() -> None:
 def test_a_saved_report_renders_the_same() -> None:
     """A report read back from its JSON reduces and renders exactly as when measured."""
     measured = _run(FakeBench(SPEEDS))
-    stored = compare.Report.from_json(measured.to_json(report.figures))
+    stored = record.Report.from_json(measured.to_json(figures.figures))
     assert report.to_markdown(stored) == report.to_markdown(measured)
 
 
@@ -204,7 +218,7 @@ def test_lines_of_code_follow_what_an_implementation_imports() -> None:
     """A reader of the selectors implementation reads its loop, its loops and its ticker
     too; asyncio's protocol level reads asyncio's loops and ticker, not the streams code;
     Tornado's reads asyncio's loops, on which its own are built."""
-    selectors = compare.implementation_modules(
+    selectors = loc.implementation_modules(
         ["nbio.selectors_impl.server", "nbio.selectors_impl.client"]
     )
     assert set(selectors) >= {
@@ -215,16 +229,14 @@ def test_lines_of_code_follow_what_an_implementation_imports() -> None:
         "nbio.selectors_impl.ticker",
     }
     assert not any(m.startswith("nbio.common") for m in selectors)
-    protocol = compare.implementation_modules(
+    protocol = loc.implementation_modules(
         ["nbio.asyncio_impl.protocol_server", "nbio.asyncio_impl.protocol_client"]
     )
     assert {"nbio.asyncio_impl.loops", "nbio.asyncio_impl.ticker"} <= set(protocol)
     assert "nbio.asyncio_impl.server" not in protocol
-    tornado = compare.implementation_modules(
-        ["nbio.tornado_impl.server", "nbio.tornado_impl.client"]
-    )
+    tornado = loc.implementation_modules(["nbio.tornado_impl.server", "nbio.tornado_impl.client"])
     assert "nbio.asyncio_impl.loops" in tornado
-    assert compare.lines_of_code(selectors) > compare.lines_of_code(selectors[:2])
+    assert loc.lines_of_code(selectors) > loc.lines_of_code(selectors[:2])
 
 
 def test_code_lines_skip_docstrings_comments_and_blank_lines() -> None:
@@ -238,68 +250,66 @@ def f() -> str:
     return """not a
 docstring"""  # a comment after code
 '''
-    assert compare._code_lines(text) == 3
+    assert loc._code_lines(text) == 3
 
 
 def _churn(connections: int, seconds: float, latency_p50: float) -> Transfer:
     """A churn transfer: ``connections`` of 4 KiB over ``seconds`` as the server saw them."""
     size = 4096 * connections
-    delay: dict[str, Any] = {"p50": 0.1, "p99": None, "max": 2.0}
+    delay = DelayStats(ticks=5, p50_ms=0.1, max_ms=2.0)
     return Transfer(
-        listening={"port": 1, "digest": "none", "rss_kib": 10240},
-        sent={
-            "bytes": size,
-            "connections": connections,
-            "cpu_s": 0.5,
-            "waits": 4 * connections,
-            "rss_kib": 20480,
-            "peak_rss_kib": 22528,
-            "loop_delay_ms": delay,
-            "ticks": 5,
-            "early_ticks": 0,
-            "latency_ms": {"p50": latency_p50, "p99": 2 * latency_p50, "max": 3 * latency_p50},
-            "latency_count": connections,
-        },
+        listening=Listening("x", "default", "127.0.0.1", 1, rss_kib=10240),
+        sent=Sent(
+            bytes=size,
+            sha256=None,
+            seconds=seconds,
+            connections=connections,
+            cpu_s=0.5,
+            waits=4 * connections,
+            rss_kib=20480,
+            peak_rss_kib=22528,
+            loop_delay=delay,
+            latency=Percentiles(connections, latency_p50, 2 * latency_p50, 3 * latency_p50),
+        ),
         received=[],
-        stopped={
-            "bytes": size,
-            "connections": connections,
-            "peak_rss_kib": 10240 + connections,
-            "first_byte_at": 10.0,
-            "ended_at": 10.0 + seconds,
-            "cpu_at_first_byte": 1.0,
-            "cpu_at_end": 1.0 + seconds / 2,
-            "waits_at_first_byte": 0,
-            "waits_at_end": 2 * connections,
-            "loop_delay_ms": delay,
-            "ticks": 5,
-            "early_ticks": 0,
-        },
+        stopped=Stopped(
+            connections=connections,
+            bytes=size,
+            peak_rss_kib=10240 + connections,
+            first_byte_at=10.0,
+            ended_at=10.0 + seconds,
+            cpu_at_first_byte=1.0,
+            cpu_at_end=1.0 + seconds / 2,
+            waits_at_first_byte=0,
+            waits_at_end=2 * connections,
+            loop_delay=delay,
+        ),
     )
 
 
 def test_churn_and_many_reduce_to_their_own_figures() -> None:
     """churn: connections per second over the server's span (the ratio is of that), client
     latency medians, CPU and waits per connection; many: server KiB per connection."""
-    settings = compare.CompareSettings(size=4096, seed=1, repeat=1, connections=1000)
+    settings = record.CompareSettings(size=4096, seed=1, repeat=1, connections=1000)
     rows = [
-        compare.Row(BLOCKING, "sockets", runs=[compare.Run(0, _churn(1000, 1.0, 10.0))]),
-        compare.Row(
+        record.Row(BLOCKING, "sockets", runs=[record.Run(0, _churn(1000, 1.0, 10.0))]),
+        record.Row(
             Target("asyncio-streams"),
             "asyncio",
-            runs=[compare.Run(1, _churn(1000, 0.25, 4.0), paired_with=0)],
+            runs=[record.Run(1, _churn(1000, 0.25, 4.0), paired_with=0)],
         ),
     ]
-    churn = report.reduce(compare.Report({}, replace(settings, workload="churn"), rows))
+    churn = figures.reduce(record.Report({}, replace(settings, workload="churn"), rows))
     fast = churn[1]
-    assert fast.connections_per_s is not None and fast.connections_per_s.median == 4000.0
+    assert fast.primary is not None and fast.primary.median == 4000.0
     assert fast.ratio is not None and fast.ratio.median == 4.0
     assert (fast.latency_p50_ms, fast.latency_p99_ms) == (4.0, 8.0)
-    assert fast.server_cpu_ms_per_connection == pytest.approx(0.125)
-    assert fast.client_waits_per_connection == 4 and fast.server_waits_per_connection == 2
-    many = report.reduce(compare.Report({}, replace(settings, workload="many"), rows))
+    assert fast.server_cpu_s_per_unit is not None
+    assert fast.server_cpu_s_per_unit.median == pytest.approx(0.125 / 1000)
+    assert fast.client_waits_per_unit == 4 and fast.server_waits_per_unit == 2
+    many = figures.reduce(record.Report({}, replace(settings, workload="many"), rows))
     assert many[1].server_kib_per_connection == 1.0
-    assert len(report.columns("churn")) == len(report.cells(fast, "churn"))
+    assert len(WORKLOADS["churn"].headers) == len(report.cells(fast, "churn"))
 
 
 STRACE_C = """\
@@ -323,13 +333,13 @@ def test_syscalls_are_per_gib_minus_the_tiny_transfer() -> None:
                    "server": {"recvfrom": 8200, "epoll_wait": 3}})  # fmt: skip
     tiny = replace(_events(1, 1000.0), syscalls={"client": {"sendto": 4, "write": 5},
                    "server": {"recvfrom": 8, "epoll_wait": 3}})  # fmt: skip
-    row = compare.Row(BLOCKING, "sockets", traced=[full, tiny])
-    calls = report.Syscalls.of(row, "stream")
+    row = record.Row(BLOCKING, "sockets", traced=[full, tiny])
+    calls = figures.Syscalls.of(row, PER_GIB)
     assert calls is not None
     assert calls.client_sends == pytest.approx(4096, rel=1e-6)
     assert calls.server_receives == pytest.approx(8192, rel=1e-6)
     assert calls.server_waits == 0
-    missing = report.Syscalls.of(
-        compare.Row(BLOCKING, "s", traced_error="strace not installed"), "churn"
+    missing = figures.Syscalls.of(
+        record.Row(BLOCKING, "s", traced_error="strace not installed"), CONNECTION
     )
-    assert missing == report.Syscalls("connection", error="strace not installed")
+    assert missing == figures.Syscalls("connection", error="strace not installed")

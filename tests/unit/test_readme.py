@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nbio import compare, report
+from nbio import record, report
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE_LINK = re.compile(r"\[`([^`]+)`\]\(([^)#\s]+)#L(\d+)\)")
-FILE_LINK = re.compile(r"\]\(((?:\.\./)?(?:nbio|common|tests|walk|docs|[a-z]+_impl)/[^)#\s]*)\)")
+FILE_LINK = re.compile(r"\]\(((?:\.\./)?(?:driver|common|edge|tests|walk|docs|[a-z]+_impl)/[^)#\s]*)\)")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: A rendered report: ``<!-- nbio report PATH [PATH ...] -->``, its Markdown (several: side
 #: by side), ``<!-- /nbio report -->``.
@@ -54,7 +54,7 @@ def test_results_tables_are_renderings_of_stored_reports() -> None:
         stored = []
         for path in paths.split():
             assert path.startswith("docs/results/") and path.endswith(".json"), path
-            stored.append((path, compare.Report.from_json((ROOT / path).read_text())))
+            stored.append((path, record.Report.from_json((ROOT / path).read_text())))
         if len(stored) == 1:
             rendered = report.to_markdown(stored[0][1])
         else:

@@ -140,3 +140,41 @@ def test_no_hand_written_sibling_lists_remain() -> None:
         str(p) for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py") if "Siblings" in p.read_text()
     ]
     assert not stale
+
+
+#: The deliberate copies: asyncio's Protocol level repeats these functions of its streams
+#: level line for line, so that each module reads whole beside its sibling in another
+#: framework (``start_listening`` and the connection section are the level's own).
+COPIES = {
+    ("server.py", "protocol_server.py"): ["serve_until_stopped", "serve", "main"],
+    ("client.py", "protocol_client.py"): ["send_all", "send", "main"],
+}
+
+
+def _sources(path: Path, names: list[str]) -> dict[str, str]:
+    text = path.read_text()
+    tree = ast.parse(text)
+    found = {
+        node.name: ast.get_source_segment(text, node) or ""
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in names
+    }
+    main = text[text.index('\nif __name__ == "__main__":') :]
+    found["__main__"] = main
+    return found
+
+
+@pytest.mark.parametrize(("original", "copy"), list(COPIES), ids=lambda name: name)
+def test_the_protocol_level_copies_of_the_streams_level_have_not_drifted(
+    original: str, copy: str
+) -> None:
+    """``asyncio_impl/protocol_server.py`` and ``protocol_client.py`` repeat the server,
+    client and run sections of ``server.py`` and ``client.py``: the same source, but for the
+    implementation's name (as httpcore checks its generated sync code). Change both."""
+    names = COPIES[(original, copy)]
+    ours = _sources(ROOT / "asyncio_impl" / original, names)
+    theirs = _sources(ROOT / "asyncio_impl" / copy, names)
+    assert set(ours) == set(theirs) == {*names, "__main__"}
+    for name in ours:
+        copied = theirs[name].replace('"asyncio-protocol"', '"asyncio-streams"')
+        assert copied == ours[name], f"{copy} {name} drifted from {original}'s"

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nbio import cli, registry
+from nbio import interrupts, registry
 
 
 def test_a_signal_whose_exception_was_swallowed_still_stops_the_start(
@@ -18,16 +18,16 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_start(
     """The early handler raises, but an exception raised inside an import's weakref
     callback is only printed ("Exception ignored", seen on 3.12): the signal it recorded
     stops the process once the implementation is loaded, before it serves."""
-    monkeypatch.setattr(cli, "_arrived", [signal.SIGTERM])
-    with pytest.raises(cli.Interrupted) as stopped:
-        cli._implementation(registry.get("blocking"))
+    monkeypatch.setattr(interrupts, "_arrived", [signal.SIGTERM])
+    with pytest.raises(interrupts.Interrupted) as stopped:
+        interrupts.load(registry.get("blocking"))
     assert stopped.value.args == (signal.SIGTERM,)
 
 
 def test_no_signal_loads_the_implementation(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a signal, loading hands back the implementation."""
-    monkeypatch.setattr(cli, "_arrived", [])
-    assert cli._implementation(registry.get("blocking")) is not None
+    monkeypatch.setattr(interrupts, "_arrived", [])
+    assert interrupts.load(registry.get("blocking")) is not None
 
 
 def test_a_swallowed_signal_is_delivered_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,9 +36,9 @@ def test_a_swallowed_signal_is_delivered_again(monkeypatch: pytest.MonkeyPatch) 
     handles it by then (here SIGUSR1, to a handler of the test's own)."""
     arrived = threading.Event()
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: arrived.set())
-    monkeypatch.setattr(cli, "_again", [])
+    monkeypatch.setattr(interrupts, "_again", [])
     try:
-        cli._unraisable(SimpleNamespace(exc_value=cli.Interrupted(signal.SIGUSR1)))
+        interrupts._unraisable(SimpleNamespace(exc_value=interrupts.Interrupted(signal.SIGUSR1)))
         deadline = time.monotonic() + 10
         while not arrived.is_set() and time.monotonic() < deadline:
             signal.sigtimedwait([], 0.01)  # lets the main thread run the Python handler

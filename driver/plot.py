@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .common.sizes import human_size
-from .compare import Report
-from .report import Delay, Figures, Spread, reduce
+from .figures import Delay, Figures, Spread, reduce
+from .record import Report
+from .workloads import WORKLOADS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -42,20 +43,20 @@ def plot(report: Report, path: str) -> None:
 
     throughput = axes[0][0]
     # The workload's first figure, the one its ratio is of.
-    name, title = _PRIMARY.get(report.settings.workload, _PRIMARY["stream"])
-    spreads: list[Spread | None] = [getattr(row, name) for row in rows]
+    workload = WORKLOADS[report.settings.workload]
+    spreads: list[Spread | None] = [row.primary for row in rows]
     medians = [_median(spread) for spread in spreads]
     errors = [
         [m - (sp.low if sp else 0) for m, sp in zip(medians, spreads, strict=True)],
         [(sp.high if sp else 0) - m for m, sp in zip(medians, spreads, strict=True)],
     ]
     throughput.bar(positions, medians, yerr=errors, color="tab:green", capsize=3)
-    throughput.set_title(title)
+    throughput.set_title(workload.chart_title)
     pair(
         axes[0][1],
-        [_median(r.client_cpu_s_per_gib) for r in rows],
-        [_median(r.server_cpu_s_per_gib) for r in rows],
-        "CPU seconds per GiB (median)",
+        [_median(r.client_cpu_s_per_unit) for r in rows],
+        [_median(r.server_cpu_s_per_unit) for r in rows],
+        f"CPU seconds per {workload.per.name} (median)",
     )
     pair(
         axes[1][0],
@@ -81,14 +82,6 @@ def plot(report: Report, path: str) -> None:
     )
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-_PRIMARY = {
-    "stream": ("mb_per_s", "throughput, server-measured (MB/s, median, min–max)"),
-    "many": ("mb_per_s", "throughput of all connections, server-measured (MB/s, median, min–max)"),
-    "churn": ("connections_per_s", "connections/s, server-measured (median, min–max)"),
-    "small-writes": ("writes_per_s", "writes/s, client-measured (median, min–max)"),
-}
 
 
 def _label(row: Figures) -> str:

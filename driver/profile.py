@@ -13,7 +13,8 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from .bench import SIDES, Settings, Target, Transfer, TransferFailed, checked, run_wrapped
+from .bench import SIDES, run_wrapped
+from .transfer import Settings, Target, Transfer, TransferFailed, checked
 
 __all__ = ["RATE", "Profile", "py_spy", "record"]
 

@@ -13,16 +13,9 @@ import sys
 from dataclasses import dataclass
 from typing import cast
 
-from .common.interface import (
-    Client,
-    Emit,
-    Implementation,
-    Progress,
-    SendOptions,
-    SendResult,
-    ServeOptions,
-    Server,
-)
+from .common.interface import Client, Emit, Implementation, Progress, Server
+from .common.options import SendOptions, ServeOptions
+from .common.results import SendResult
 
 __all__ = [
     "ENTRIES",

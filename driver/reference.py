@@ -26,9 +26,9 @@ from types import FrameType
 
 from . import usage
 from .common.accounting import process_usage
-from .common.events import Event, Listening, Received, Sent, Stopped, to_json
-from .common.interface import DEFAULT_HOST, format_peer
+from .common.events import Event, Listening, Received, Sent, Stopped, format_peer, to_json
 from .common.loopdelay import DelayStats
+from .common.options import DEFAULT_HOST
 from .common.payload import DEFAULT_CHUNK_SIZE, TALK_LINE
 from .common.sizes import parse_size
 
@@ -51,7 +51,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def _drain(conn: socket.socket, peer: str, totals: list[int], lock: threading.Lock) -> None:
+def _drain(conn: socket.socket, peer: str, ended: list[Received], lock: threading.Lock) -> None:
     buffer = memoryview(bytearray(READ_SIZE))
     count = 0
     first_byte_at: float | None = None
@@ -64,25 +64,46 @@ def _drain(conn: socket.socket, peer: str, totals: list[int], lock: threading.Lo
             count += received
             received = conn.recv_into(buffer)
     ended_at, (cpu_at_end, waits_at_end) = time.monotonic(), process_usage()
-    ended = first_byte_at is not None
+    began = first_byte_at is not None
+    event = Received(
+        peer=peer,
+        bytes=count,
+        sha256=None,
+        seconds=ended_at - first_byte_at if first_byte_at is not None else 0.0,
+        outcome="eof",
+        loop_delay=NO_TICKS,
+        first_byte_at=first_byte_at,
+        ended_at=ended_at if began else None,
+        cpu_at_first_byte=usage_at_first_byte[0],
+        cpu_at_end=cpu_at_end if began else None,
+        waits_at_first_byte=usage_at_first_byte[1],
+        waits_at_end=waits_at_end if began else None,
+    )
     with lock:
-        totals.append(count)
-        _emit(
-            Received(
-                peer=peer,
-                bytes=count,
-                sha256=None,
-                seconds=ended_at - first_byte_at if first_byte_at is not None else 0.0,
-                outcome="eof",
-                loop_delay=NO_TICKS,
-                first_byte_at=first_byte_at,
-                ended_at=ended_at if ended else None,
-                cpu_at_first_byte=usage_at_first_byte[0],
-                cpu_at_end=cpu_at_end if ended else None,
-                waits_at_first_byte=usage_at_first_byte[1],
-                waits_at_end=waits_at_end if ended else None,
-            )
-        )
+        ended.append(event)
+        _emit(event)
+
+
+def _stopped(ended: list[Received], cpu_s: float) -> Stopped:
+    """The totals, and the span of every connection, as every nbio sink reports them:
+    the earliest first byte and the latest end, with the process's usage at each."""
+    spans = [r for r in ended if r.first_byte_at is not None]
+    first = min(spans, key=lambda r: r.first_byte_at or 0.0, default=None)
+    last = max(spans, key=lambda r: r.ended_at or 0.0, default=None)
+    return Stopped(
+        connections=len(ended),
+        bytes=sum(r.bytes for r in ended),
+        outcomes={"eof": len(ended)} if ended else {},
+        peak_rss_kib=usage.peak_rss_kib(),
+        cpu_s=cpu_s,
+        first_byte_at=first.first_byte_at if first else None,
+        ended_at=last.ended_at if last else None,
+        cpu_at_first_byte=first.cpu_at_first_byte if first else None,
+        cpu_at_end=last.cpu_at_end if last else None,
+        waits_at_first_byte=first.waits_at_first_byte if first else None,
+        waits_at_end=last.waits_at_end if last else None,
+        loop_delay=NO_TICKS,
+    )
 
 
 def serve(host: str, port: int) -> None:
@@ -93,30 +114,20 @@ def serve(host: str, port: int) -> None:
     cpu_listening = time.process_time()
     port = listener.getsockname()[1]
     _emit(Listening("reference", "default", host, port, LOOP_IMPL, rss_kib=usage.rss_kib()))
-    totals: list[int] = []
+    ended: list[Received] = []
     lock = threading.Lock()
     threads = []
     try:
         while True:
             conn, address = listener.accept()
-            thread = threading.Thread(
-                target=_drain, args=(conn, format_peer(address), totals, lock)
-            )
+            thread = threading.Thread(target=_drain, args=(conn, format_peer(address), ended, lock))
             thread.start()
             threads.append(thread)
     except _Stop:
         listener.close()
     for thread in threads:
         thread.join()
-    _emit(
-        Stopped(
-            connections=len(totals),
-            bytes=sum(totals),
-            outcomes={"eof": len(totals)} if totals else {},
-            peak_rss_kib=usage.peak_rss_kib(),
-            cpu_s=time.process_time() - cpu_listening,
-        )
-    )
+    _emit(_stopped(ended, time.process_time() - cpu_listening))
 
 
 def send(host: str, port: int, size: int, connections: int, chunk_size: int) -> None:

@@ -1,0 +1,116 @@
+"""What a client's transfer comes to, as the client saw it, and how it fails: the result
+every implementation returns, its errors, and their words for people (the same words in
+every framework)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from .accounting import SendAccount, process_usage
+from .loopdelay import DelayStats
+from .percentiles import Percentiles
+
+__all__ = ["CloseTimeout", "SendFailed", "SendResult", "error_text", "signal_name"]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """A client's finished transfer, as the client saw it, from its first write to its
+    last close (``time.monotonic()`` seconds, and process CPU seconds over that span)."""
+
+    bytes: int
+    sha256: str | None
+    seconds: float
+    connections: int
+    loop_delay: DelayStats
+    first_byte_at: float | None = None
+    ended_at: float | None = None
+    cpu_s: float = 0.0
+    waits: int = 0  # voluntary context switches over that span: the times it slept
+    latency: Percentiles | None = None  # each connection's connect-to-close
+
+    @classmethod
+    def from_accounts(cls, accounts: list[SendAccount], loop_delay: DelayStats) -> SendResult:
+        """Sum the connections of one transfer, once every connection has closed (each
+        client calls ``account.end()`` when its close completes; one that did not ends
+        now). Every connection sent the same payload, so their digests must agree."""
+        now = time.monotonic()
+        cpu_now, waits_now = process_usage()
+        digests = {account.sha256 for account in accounts}
+        if len(digests) > 1:
+            raise SendFailed("connections sent different bytes", sum(a.bytes for a in accounts))
+        sent = [a for a in accounts if a.first_byte_at is not None]
+        if not sent:
+            return cls(0, digests.pop() if digests else None, 0.0, len(accounts), loop_delay)
+        first_byte_at = min(a.first_byte_at for a in sent if a.first_byte_at is not None)
+        ended_at = max(now if a.ended_at is None else a.ended_at for a in sent)
+        cpu_start = min(a.cpu_at_first_byte for a in sent if a.cpu_at_first_byte is not None)
+        cpu_end = max(cpu_now if a.cpu_at_end is None else a.cpu_at_end for a in sent)
+        waits_start = min(a.waits_at_first_byte for a in sent if a.waits_at_first_byte is not None)
+        waits_end = max(waits_now if a.waits_at_end is None else a.waits_at_end for a in sent)
+        return cls(
+            bytes=sum(account.bytes for account in accounts),
+            sha256=digests.pop() if digests else None,
+            seconds=ended_at - first_byte_at,
+            connections=len(accounts),
+            loop_delay=loop_delay,
+            first_byte_at=first_byte_at,
+            ended_at=ended_at,
+            cpu_s=cpu_end - cpu_start,
+            waits=waits_end - waits_start,
+            latency=Percentiles.of_seconds([a.latency for a in accounts if a.latency is not None]),
+        )
+
+
+class CloseTimeout(TimeoutError):
+    """The sink did not close within ``close_timeout`` of the last byte: it may not have
+    every byte (it was never accepted, or it stalled)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no close from the sink within {seconds:g} s of the last byte")
+
+
+class SendFailed(Exception):
+    """A transfer failed; ``bytes_sent`` went out to the kernel before it did. ``signal``
+    is the signal that interrupted it, if one did."""
+
+    def __init__(self, message: str, bytes_sent: int, signal: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.bytes_sent = bytes_sent
+        self.signal = signal
+
+    @classmethod
+    def interrupted(cls, signum: int, bytes_sent: int) -> SendFailed:
+        """The transfer was stopped by SIGINT or SIGTERM."""
+        return cls(f"interrupted by {signal_name(signum)}", bytes_sent, signum)
+
+
+def signal_name(signum: int) -> str:
+    """``SIGINT``, ``SIGTERM``."""
+    return signal.Signals(signum).name
+
+
+def error_text(exc: BaseException) -> str:
+    """Return a short message for a socket error, the same words in every framework."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, BrokenPipeError):
+        return "connection closed by peer (broken pipe)"
+    if isinstance(exc, CloseTimeout):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        # The C library's words for the errno, not the exception's own: asyncio, for one,
+        # says "error while attempting to bind on address (...): address already in use".
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__

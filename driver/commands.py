@@ -1,0 +1,227 @@
+"""The commands that run one implementation in this process: ``nbio impls`` (what is
+installed), ``nbio serve`` (a sink server) and ``nbio send`` (a client), and the checks
+of their input that need more than one argument. Each ``run_*`` takes the parsed
+arguments and returns the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import signal
+import socket
+
+from . import interrupts, registry, usage
+from .arguments import UsageError
+from .common.events import Error, Sent
+from .common.options import SendOptions, ServeOptions, at_once
+from .common.payload import DEFAULT_CHUNK_SIZE, TALK_SIZE, Payload, PayloadError
+from .common.results import SendFailed, error_text
+from .output import StdoutGone, out, printer, progress, say, stop_when_stdout_goes, with_usage
+
+__all__ = ["entry", "run_impls", "run_send", "run_serve"]
+
+
+# --- checks that need more than one argument --------------------------------------------
+
+
+def entry(args: argparse.Namespace) -> registry.Entry:
+    """The implementation ``--impl`` names, installed, with the loop ``--loop`` names."""
+    try:
+        found = registry.get(args.impl)
+    except registry.UnknownImplementation as exc:
+        raise UsageError(str(exc)) from None
+    missing = found.missing()
+    if missing:
+        raise UsageError(
+            f"{found.name} needs {', '.join(missing)}, which is not installed "
+            f"(pip install 'nbio[{found.extra or found.framework}]')"
+        )
+    try:
+        loop = found.loop(args.loop)
+    except KeyError:
+        names = ", ".join(loop.name for loop in found.loops)
+        raise UsageError(f"{found.name} has no loop {args.loop!r} (use {names})") from None
+    if loop.missing():
+        raise UsageError(
+            f"loop {loop.name!r} needs {', '.join(loop.missing())}, which is not installed "
+            f"(pip install 'nbio[{loop.name}]')"
+        )
+    return found
+
+
+def _check_host(host: str) -> None:
+    if not host.strip():
+        raise UsageError("host must not be empty")
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise UsageError(f"cannot resolve host {host!r}: {reason}") from None
+
+
+def _payload(args: argparse.Namespace) -> Payload:
+    if args.file is not None:
+        if args.size is not None:
+            raise UsageError("give --size or --file, not both: a file is sent whole")
+        if args.pattern != "foobar":
+            raise UsageError("give --pattern or --file, not both")
+        try:
+            return Payload.from_file(args.file)
+        except PayloadError as exc:
+            raise UsageError(str(exc)) from None
+    size = TALK_SIZE if args.size is None else args.size
+    return Payload(size=size, pattern=args.pattern, seed=args.seed)
+
+
+def _apply_tune(knobs: list[tuple[str, int]]) -> None:
+    """Set each ``--tune`` knob: an existing whole-number attribute of a module or class."""
+    for path, value in knobs:
+        owner_path, _, attribute = path.rpartition(".")
+        module_path, owner = owner_path, None
+        attributes: list[str] = []
+        while owner is None and module_path:
+            try:
+                owner = importlib.import_module(module_path)
+            except ImportError:
+                module_path, _, name = module_path.rpartition(".")
+                attributes.insert(0, name)
+        for name in attributes:
+            owner = getattr(owner, name, None)
+        current = getattr(owner, attribute, None)
+        if owner is None or not isinstance(current, int) or isinstance(current, bool):
+            raise UsageError(f"--tune {path}: no such whole-number attribute")
+        setattr(owner, attribute, value)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _loop_text(found: registry.Entry, name: str) -> str:
+    detail = found.loop(name).detail
+    return f"{name} ({detail})" if detail else name
+
+
+def run_impls(args: argparse.Namespace) -> int:
+    """``nbio impls``: every implementation, installed or not, and its loops."""
+    available = registry.available()
+    if args.json:
+        out(json.dumps([found.to_json() for found in available]))
+        return 0
+    for found in registry.ENTRIES:
+        if found in available:
+            loops = ", ".join(_loop_text(found, name) for name in found.available_loops())
+            out(f"{found.name:<20} {found.framework:<10} {found.variant:<10} loops: {loops}")
+        else:
+            out(f"{found.name:<20} not installed: pip install 'nbio[{found.extra}]'")
+        if found.note:
+            out(f"{'':<20} note: {found.note}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``nbio serve``: a sink server until SIGINT or SIGTERM (exit 0 after SIGTERM, 130
+    after SIGINT), or exit 1 if it cannot listen."""
+    found = entry(args)
+    _check_host(args.host)
+    usage.raise_fd_limit()  # one descriptor per connection: take what the system allows
+    loop_limit = found.loop(args.loop).max_connections
+    if loop_limit is not None and args.max_connections > loop_limit:
+        # select() cannot watch descriptor 1024: refuse beyond that instead of failing.
+        args.max_connections = loop_limit
+    options = ServeOptions(
+        impl=found.name,
+        host=args.host,
+        port=args.port,
+        loop=args.loop,
+        digest=args.digest,
+        grace=args.grace,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        tune=tuple(args.tune),
+    )
+    implementation = interrupts.load(found)
+    _apply_tune(args.tune)
+    emit = with_usage(stop_when_stdout_goes(printer(args.json, "nbio serve")))
+    try:
+        stopped_by = implementation.serve(options, emit)
+    except OSError as exc:
+        say(f"nbio serve: error: cannot listen on {args.host}:{args.port}: {error_text(exc)}")
+        return 1
+    return 130 if stopped_by == signal.SIGINT else 0
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """``nbio send``: the payload over every connection; exit 0 once the sink closed each
+    in turn (the receipt), 1 with the bytes that went out if any failed, 128 + the signal
+    if one stopped it."""
+    found = entry(args)
+    _check_host(args.host)
+    connections = 1 if args.connections is None else args.connections
+    loop_limit = found.loop(args.loop).max_connections
+    if loop_limit is not None and at_once(connections, args.concurrency) > loop_limit:
+        raise UsageError(
+            f"the {args.loop} loop watches at most {loop_limit} connections (select() stops at "
+            f"descriptor 1024): use fewer, or another loop"
+        )
+    usage.raise_fd_limit()
+    payload = _payload(args)
+    options = SendOptions(
+        payload=payload,
+        host=args.host,
+        port=args.port,
+        loop=args.loop,
+        connections=connections,
+        digest=args.digest,
+        chunk_size=DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size,
+        close_timeout=args.close_timeout,
+        concurrency=args.concurrency,
+    )
+    implementation = interrupts.load(found)
+    _apply_tune(args.tune)
+    for module in found.loop(args.loop).requires:  # uvloop: imported before the baseline too
+        importlib.import_module(module)
+    rss_kib = usage.rss_kib()  # the baseline of the client's memory growth: after imports
+    emit = printer(args.json, "nbio send")
+    chunks = 0
+    try:
+        with progress(payload.size * connections, enabled=not args.json) as advance:
+
+            def count(size: int) -> None:
+                nonlocal chunks
+                chunks += 1  # every client reports each chunk it hands to its framework
+                advance(size)
+
+            result = implementation.send(options, count)
+    except SendFailed as exc:
+        say(f"nbio send: error: {exc.message} ({exc.bytes_sent} bytes sent)")
+        if args.json:
+            with contextlib.suppress(StdoutGone):  # the line on stderr said it already
+                emit(Error(message=exc.message, bytes=exc.bytes_sent))
+        return 128 + exc.signal if exc.signal else 1
+    sent = Sent(
+        bytes=result.bytes,
+        sha256=result.sha256,
+        seconds=result.seconds,
+        connections=result.connections,
+        loop_delay=result.loop_delay,
+        digest=options.digest,
+        chunk_size=options.chunk_size,
+        chunks=chunks,
+        tune=dict(args.tune),
+        first_byte_at=result.first_byte_at,
+        ended_at=result.ended_at,
+        cpu_s=result.cpu_s,
+        waits=result.waits,
+        rss_kib=rss_kib,
+        peak_rss_kib=usage.peak_rss_kib(),
+        concurrency=args.concurrency,
+        latency=result.latency,
+    )
+    try:
+        emit(sent)
+    except StdoutGone as exc:
+        say(f"nbio send: error: {exc.strerror} (the transfer completed: {sent.bytes} bytes sent)")
+        return 1
+    return 0

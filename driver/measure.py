@@ -1,0 +1,246 @@
+"""The commands that measure and report, each driving implementations as processes:
+``nbio demo`` (one checked transfer), ``nbio profile`` (one, under py-spy), ``nbio
+compare`` (every implementation side by side) and ``nbio report`` (a stored comparison,
+or several side by side). Each ``run_*`` takes the parsed arguments and returns the exit
+status; the machinery they drive is imported only here, never by ``serve`` or ``send``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+from typing import TYPE_CHECKING
+
+from . import registry, workloads
+from .arguments import UsageError
+from .commands import entry
+from .common.payload import TALK_SIZE
+from .common.sizes import human_size
+from .output import out, progress, say
+from .transfer import Settings, Target, TransferFailed
+
+if TYPE_CHECKING:
+    from .common.events import Sent
+    from .record import Report
+
+__all__ = ["run_compare", "run_demo", "run_profile", "run_report"]
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``nbio demo``: one sink and one client, the talk's payload, hashed on both sides."""
+    from . import bench
+
+    found = entry(args)
+    size = TALK_SIZE if args.size is None else args.size
+    target = Target(found.name, args.loop)
+    out(
+        f"{found.name} ({args.loop} loop): sink server and client in two processes, "
+        f"sending {size} bytes ({human_size(size)}) of foobar over 127.0.0.1, "
+        "sha256 on both sides"
+    )
+    try:
+        transfer = bench.run_transfer(target, target, Settings(size, digest="sha256"))
+    except TransferFailed as exc:
+        say(f"nbio demo: error: {exc}")
+        return 1
+    sent, (received,) = transfer.sent, transfer.received
+    out(
+        f"server received {received.bytes} bytes in {received.seconds:.3f} s: "
+        f"{transfer.server_mb_per_s:.1f} MB/s (first byte to EOF, hashing included), "
+        "sha256 matches"
+    )
+    out(
+        f"client: CPU {sent.cpu_s:.2f} s, peak RSS {sent.peak_rss_kib / 1024:.1f} MiB; "
+        f"loop delay p50/p99/max (ticks of its 10 ms ticker) {_delay_text(sent)} ms"
+    )
+    out("timing without the digest, repeated and side by side: nbio compare")
+    return 0
+
+
+def _delay_text(sent: Sent) -> str:
+    from .figures import Delay
+
+    return Delay.of([sent.loop_delay]).text()
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    """``nbio profile``: one checked transfer with both processes under py-spy."""
+    from . import profile
+
+    found = entry(args)
+    if profile.py_spy() is None:
+        raise UsageError("profile needs py-spy (pip install 'nbio[profile]')")
+    if not os.path.isdir(args.out) or not os.access(args.out, os.W_OK):
+        raise UsageError(f"cannot write SVGs into {args.out!r}")
+    workload = workloads.WORKLOADS[args.workload]
+    limit = found.loop(args.loop).max_connections
+    settings = Settings(
+        workload.size if args.size is None else args.size,
+        workload.connections,
+        workload.chunk_size,
+        "none",
+        workload.concurrency,
+    )
+    if limit is not None and settings.at_once > limit:
+        raise UsageError(f"the {args.loop} loop watches at most {limit} connections")
+    name = f"{found.name}-{args.loop}-{args.workload}"
+    try:
+        done = profile.record(Target(found.name, args.loop), settings, args.out, name)
+    except TransferFailed as exc:
+        say(f"nbio profile: error: {exc}")
+        return 1
+    seconds = done.transfer.server_seconds
+    out(
+        f"{found.name} ({args.loop} loop), {args.workload}: "
+        f"{done.transfer.server_bytes} bytes in {seconds:.3f} s, sampled {profile.RATE} times a "
+        "second by py-spy"
+    )
+    for side, svg in done.svgs.items():
+        out(f"{side}: {svg}")
+    return 0
+
+
+def _names(text: str | None, known: set[str], what: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise UsageError(
+            f"unknown {what} {', '.join(unknown) or repr(text)} (known: {', '.join(sorted(known))})"
+        )
+    return names
+
+
+def _check_variant(variant: Target) -> None:
+    try:
+        found = registry.get(variant.impl)
+    except registry.UnknownImplementation as exc:
+        raise UsageError(str(exc)) from None
+    if variant.loop not in found.available_loops():
+        raise UsageError(f"{variant.impl} has no loop {variant.loop!r} installed here")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """``nbio compare``: every implementation asked for, side by side, for each workload
+    asked for; exit 1 if a row failed (its error is in the table)."""
+    from . import compare
+
+    impls = _names(args.impls, {e.name for e in registry.ENTRIES}, "implementation")
+    every_loop = args.loops == "all"
+    known_loops = {loop.name for e in registry.ENTRIES for loop in e.loops}
+    loops = None if every_loop else _names(args.loops, known_loops, "loop") or ["default"]
+    if args.size is not None and args.size < 1:
+        raise UsageError("size must be at least 1 byte: throughput of nothing is no figure")
+    _check_outputs(args)
+    chosen = compare.targets(impls, loops)
+    if impls and not any(t.impl in impls for t in chosen):
+        raise UsageError("none of those implementations is installed on those loops")
+    for variant in args.variant:
+        _check_variant(variant)
+    chosen += args.variant
+    asked = compare.Asked(
+        seed=random.randrange(2**32) if args.seed is None else args.seed,
+        repeat=args.repeat,
+        size=args.size,
+        connections=args.connections,
+        concurrency=args.concurrency,
+        chunk_size=args.chunk_size,
+        digest=args.digest,
+        matrix=args.matrix,
+        syscalls=args.syscalls,
+    )
+    names = list(workloads.WORKLOADS) if args.workload == "all" else [args.workload]
+    status = 0
+    for name in names:
+        settings = compare.settings_for(workloads.WORKLOADS[name], asked)
+        fit = [t for t in chosen if compare.watches(t, settings.transfer.at_once)]
+        for target in chosen:
+            if target not in fit:  # a select() loop: not a failure of the framework
+                say(
+                    f"nbio compare: {name}: skipping {target.id}: its loop watches fewer "
+                    f"than {settings.transfer.at_once} connections"
+                )
+        with progress(compare.measure_steps(settings, fit), True, "runs") as advance:
+            measured = compare.measure(settings, fit, advance)
+        if args.save is not None:
+            _save(measured, compare.saved_path(args.save, name, len(names) > 1))
+        _render(measured, args)
+        failed = [r.target.id for r in measured.rows if r.error]
+        failed += [f"{c.client} to {c.server}" for c in measured.matrix if c.transfer is None]
+        if failed:
+            say(f"nbio compare: error: {len(failed)} row(s) failed: {', '.join(failed)}")
+            status = 1
+    return status
+
+
+def _save(measured: Report, path: str) -> None:
+    from .figures import figures
+
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(measured.to_json(figures) + "\n")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``nbio report``: a stored report rendered as compare printed it, or several side by
+    side, one column group each."""
+    from . import report, terminal
+    from .figures import figures
+
+    _check_outputs(args)
+    stored = [(path, _load(path)) for path in args.paths]
+    if len(stored) == 1:
+        _render(stored[0][1], args)
+        return 0
+    if args.plot is not None:
+        raise UsageError("--plot draws one report: name one FILE.json")
+    if args.json:
+        out(json.dumps([json.loads(r.to_json(figures)) for _, r in stored], indent=1))
+        return 0
+    try:
+        report.side_by_side(stored)
+    except ValueError as exc:
+        raise UsageError(f"cannot set side by side: {exc}") from None
+    if args.markdown:
+        out(report.side_by_side_markdown(stored).rstrip("\n"))
+    else:
+        out(terminal.render_side_by_side(stored))
+    return 0
+
+
+def _load(path: str) -> Report:
+    from .record import Report
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            return Report.from_json(file.read())
+    except OSError as exc:
+        raise UsageError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path!r} is not a report that compare --save stored ({exc})") from None
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    for path in (args.plot, getattr(args, "save", None)):
+        if path is not None and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise UsageError(f"cannot write {path!r}")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib (pip install 'nbio[plot]')")
+
+
+def _render(measured: Report, args: argparse.Namespace) -> None:
+    from . import report, terminal
+    from .figures import figures
+
+    if args.json:
+        out(measured.to_json(figures))
+    elif args.markdown:
+        out(report.to_markdown(measured).rstrip("\n"))
+    else:
+        out(terminal.render(measured))
+    if args.plot is not None:
+        from .plot import plot
+
+        plot(measured, args.plot)

@@ -1,0 +1,204 @@
+"""The raw report of ``nbio compare``: what it was asked (:class:`CompareSettings`), each
+row's verification, timed runs and failures (:class:`Row`, :class:`Run`), the
+``--matrix`` cells (:class:`Cell`), and the machine, all as JSON. It keeps every timed
+run's raw events: ``--save`` stores it, ``nbio report`` reads it back and
+:mod:`nbio.figures` reduces it, so a published table is always the rendering of a stored
+raw report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .common.payload import DEFAULT_CHUNK_SIZE
+from .transfer import Settings, Target, Transfer
+
+__all__ = ["BASELINE", "FORMAT", "READABLE", "Cell", "CompareSettings", "Report", "Row", "Run"]
+
+#: The row every other row's ratio is to.
+BASELINE = "blocking"
+#: The version of the saved report's layout.
+FORMAT = 3
+#: Formats :meth:`Report.from_json` reads: format 2 is format 3's ``stream`` workload,
+#: before workloads, ``--syscalls`` and ``received_count``.
+READABLE = (2, FORMAT)
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What ``nbio compare`` was asked for."""
+
+    size: int
+    seed: int
+    repeat: int = 3
+    connections: int = 1
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    digest: str = "none"
+    matrix: bool = False
+    workload: str = "stream"
+    concurrency: int | None = None
+    syscalls: bool = False  # one more transfer per row under strace, and a tiny one
+
+    @property
+    def transfer(self) -> Settings:
+        """The settings of every timed transfer."""
+        return Settings(self.size, self.connections, self.chunk_size, self.digest, self.concurrency)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "seed": self.seed,
+            "repeat": self.repeat,
+            "connections": self.connections,
+            "chunk_size": self.chunk_size,
+            "digest": self.digest,
+            "matrix": self.matrix,
+            "workload": self.workload,
+            "concurrency": self.concurrency,
+            "syscalls": self.syscalls,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CompareSettings:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed transfer of a target, numbered in the order of the whole run, and the
+    number of the baseline run just before it (None for the baseline's own runs, or when
+    that baseline run failed)."""
+
+    seq: int
+    transfer: Transfer
+    paired_with: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "paired_with": self.paired_with, **self.transfer.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Run:
+        return cls(data["seq"], Transfer.from_json(data), data["paired_with"])
+
+
+@dataclass
+class Row:
+    """One target's raw results: its verification, its timed runs, and what failed."""
+
+    target: Target
+    framework: str
+    loc: int = 0
+    modules: list[str] = field(default_factory=list)  # what ``loc`` counts
+    verified: str | None = None  # "sha256", or "bytes" for the reference (it hashes nothing)
+    verification: Transfer | None = None
+    runs: list[Run] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    #: With ``--syscalls``: the transfer run under strace, then the tiny one (1 byte, one
+    #: connection) whose counts are start-up and shutdown, subtracted; or why there are none.
+    traced: list[Transfer] = field(default_factory=list)
+    traced_error: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """Why this row has no figures, or None."""
+        if self.errors:
+            return self.errors[0]
+        return None if self.runs else "no run finished"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.target.to_json(),
+            "framework": self.framework,
+            "loc": self.loc,
+            "modules": self.modules,
+            "verified": self.verified,
+            "verification": self.verification.to_json() if self.verification else None,
+            "runs": [run.to_json() for run in self.runs],
+            "errors": self.errors,
+            "traced": [transfer.to_json() for transfer in self.traced],
+            "traced_error": self.traced_error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Row:
+        return cls(
+            target=Target.from_json(data),
+            framework=data["framework"],
+            loc=data["loc"],
+            modules=list(data["modules"]),
+            verified=data["verified"],
+            verification=Transfer.from_json(data["verification"]) if data["verification"] else None,
+            runs=[Run.from_json(run) for run in data["runs"]],
+            errors=list(data["errors"]),
+            traced=[Transfer.from_json(t) for t in data.get("traced", [])],
+            traced_error=data.get("traced_error"),
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One client against one server, in ``--matrix``: verified with sha256, then timed."""
+
+    client: str
+    server: str
+    verified: bool
+    transfer: Transfer | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "server": self.server,
+            "verified": self.verified,
+            "transfer": self.transfer.to_json() if self.transfer else None,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cell:
+        transfer = Transfer.from_json(data["transfer"]) if data["transfer"] else None
+        return cls(data["client"], data["server"], data["verified"], transfer, data["error"])
+
+
+@dataclass
+class Report:
+    """Everything a run measured, raw: what ``--save`` stores and ``nbio report`` reads."""
+
+    machine: dict[str, str]
+    settings: CompareSettings
+    rows: list[Row] = field(default_factory=list)
+    matrix: list[Cell] = field(default_factory=list)
+    seconds: float = 0.0  # how long the whole run took
+
+    def to_json(self, figures: Callable[[Report], list[dict[str, Any]]] | None = None) -> str:
+        """The report as JSON; ``figures`` adds each row's reduced figures for readers (a
+        saved report is always reduced again from its raw runs when rendered)."""
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "machine": self.machine,
+            "settings": self.settings.to_json(),
+            "seconds": round(self.seconds, 1),
+            "baseline": BASELINE,
+            "rows": [row.to_json() for row in self.rows],
+            "matrix": [cell.to_json() for cell in self.matrix],
+        }
+        if figures is not None:
+            for row, reduced in zip(data["rows"], figures(self), strict=True):
+                row["figures"] = reduced
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        data = json.loads(text)
+        if data.get("format") not in READABLE:
+            raise ValueError(f"not an nbio report of format {FORMAT}")
+        return cls(
+            machine=data["machine"],
+            settings=CompareSettings.from_json(data["settings"]),
+            rows=[Row.from_json(row) for row in data["rows"]],
+            matrix=[Cell.from_json(cell) for cell in data["matrix"]],
+            seconds=data["seconds"],
+        )

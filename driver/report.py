@@ -1,0 +1,192 @@
+"""A raw ``nbio compare`` report as text: its header (the machine, the settings, the
+method), its tables (the rows, their system calls, the ``--matrix`` cells), and several
+reports side by side. The figures come from :mod:`nbio.figures`, the columns from each
+workload's definition (:mod:`nbio.workloads`); Markdown is rendered here, the terminal's
+tables by :mod:`nbio.terminal`, from the same :class:`Table` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .common.loopdelay import MIN_TICKS_FOR_P99
+from .common.sizes import format_size, human_size
+from .figures import Figures, reduce
+from .record import Cell, Report
+from .transfer import Target
+from .workloads import WORKLOADS, number, spread
+
+__all__ = [
+    "SYSCALLS_TITLE",
+    "Table",
+    "cells",
+    "header",
+    "side_by_side",
+    "side_by_side_markdown",
+    "tables",
+    "to_markdown",
+]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table to render, as Markdown or in a terminal: an optional line before it."""
+
+    headers: tuple[str, ...]
+    rows: list[list[str]]
+    title: str | None = None
+
+    def markdown(self) -> str:
+        """The table as Markdown, its title first."""
+        lines = [self.title, ""] if self.title else []
+        lines.append("| " + " | ".join(self.headers) + " |")
+        lines.append("|" + " --- |" * len(self.headers))
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def header(report: Report) -> str:
+    """One paragraph: the machine, the settings and the method the figures belong to."""
+    m, s = report.machine, report.settings
+    packages = ", ".join(
+        f"{name} {version}"
+        for name, version in m.items()
+        if name not in ("cpu", "cores", "python", "system") and version != "not installed"
+    )
+    digest = "sha256 on both sides" if s.digest == "sha256" else "none"
+    at_once = "" if s.concurrency is None else f", {s.concurrency} at a time"
+    return (
+        f"Workload `{s.workload}`. "
+        f"Measured on {m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}; "
+        f"{packages}. {human_size(s.size)} per connection × {s.connections} connection(s)"
+        f"{at_once}, {format_size(s.chunk_size)} per write, digest {digest} in the timed "
+        "runs. Every row was first verified by one transfer with sha256 on both sides "
+        "(the reference by its byte counts), then warmed up once; then "
+        f"{s.repeat} round(s), each running every row once in shuffled order right after "
+        f"a run of the baseline (seed {s.seed}: `--seed {s.seed}` repeats the order). "
+        f"The run took {report.seconds:.0f} s. Loop delay: with fewer than "
+        f"{MIN_TICKS_FOR_P99} ticks in a run there is no p99, and the cell shows its max alone."
+    )
+
+
+def cells(row: Figures, workload: str = "stream") -> list[str]:
+    """A row's figures as the strings of ``workload``'s columns."""
+    columns = WORKLOADS[workload].columns
+    first = [row.target.impl, _loop(row.target)]
+    if row.error is not None:
+        return [*first, f"error: {row.error}", *[""] * (len(columns) - 1), str(row.loc)]
+    return [*first, *(column.cell(row) for column in columns), str(row.loc)]
+
+
+def _loop(target: Target) -> str:
+    """The loop, and the knobs set with ``--tune`` if any."""
+    tune = ", ".join(f"{path.rsplit('.', 1)[-1]}={format_size(v)}" for path, v in target.tune)
+    return f"{target.loop}, {tune}" if tune else target.loop
+
+
+SYSCALLS_TITLE = (
+    "System calls per {per} (`strace -f -c` of one more transfer, minus a 1-byte one's):"
+)
+SYSCALL_COLUMNS = ("impl", "loop", "sends, client", "receives, server", "waits c/s")
+
+
+def _syscall_cells(row: Figures) -> list[str]:
+    """A row's system call counts as the strings of :data:`SYSCALL_COLUMNS`."""
+    calls = row.syscalls
+    assert calls is not None
+    if calls.error is not None:
+        return [row.target.impl, _loop(row.target), calls.error, "", ""]
+    digits = 1 if calls.per == "connection" else 0
+    return [
+        row.target.impl,
+        _loop(row.target),
+        number(calls.client_sends, digits),
+        number(calls.server_receives, digits),
+        f"{number(calls.client_waits, digits)}/{number(calls.server_waits, digits)}",
+    ]
+
+
+def tables(report: Report) -> list[Table]:
+    """Every table of ``report``: its rows, their system calls if counted, the matrix."""
+    rows = reduce(report)
+    workload = WORKLOADS[report.settings.workload]
+    found = []
+    if rows:
+        found.append(Table(workload.headers, [cells(row, workload.name) for row in rows]))
+    if any(row.syscalls for row in rows):
+        found.append(
+            Table(
+                SYSCALL_COLUMNS,
+                [_syscall_cells(row) for row in rows if row.syscalls],
+                SYSCALLS_TITLE.format(per=workload.per.name),
+            )
+        )
+    if report.matrix:
+        found.append(_matrix(report))
+    return found
+
+
+def to_markdown(report: Report) -> str:
+    """The report as Markdown: what it ran on, then its tables."""
+    return "\n\n".join([header(report), *(t.markdown() for t in tables(report))]) + "\n"
+
+
+def _matrix(report: Report) -> Table:
+    """The ``--matrix`` cells: clients down, servers across."""
+    servers = sorted({c.server for c in report.matrix})
+    rows = []
+    for client in sorted({c.client for c in report.matrix}):
+        found = {c.server: c for c in report.matrix if c.client == client}
+        rows.append([client, *(_cell(found[s]) for s in servers)])
+    return Table(("client ↓ server →", *servers), rows)
+
+
+def _cell(cell: Cell) -> str:
+    if cell.transfer is None:
+        return f"FAIL: {cell.error}"
+    return f"{cell.transfer.server_mb_per_s:.0f} MB/s"
+
+
+# --- several reports side by side ----------------------------------------------------------
+
+
+def side_by_side(reports: Sequence[tuple[str, Report]]) -> Table:
+    """Several stored reports (each with a label: its file, say) as one table: a row per
+    implementation and loop, a group of columns per report; "-" where a report has no row."""
+    names = {stored.settings.workload for _, stored in reports}
+    if len(names) > 1:
+        raise ValueError(f"reports of different workloads ({', '.join(sorted(names))})")
+    workload = WORKLOADS[names.pop()]
+    cpu = f"CPU s/{workload.per.name} c/s"
+    headers = ["impl", "loop"]
+    for label, stored in reports:
+        python = stored.machine.get("python", "?")
+        headers += [f"{label} (Python {python}): {workload.label}", "× blocking", cpu]
+    reduced = [{row.target: row for row in reduce(stored)} for _, stored in reports]
+    order: list[Target] = []
+    for rows in reduced:
+        order += [target for target in rows if target not in order]
+    table = []
+    for target in order:
+        line = [target.impl, _loop(target)]
+        for rows in reduced:
+            line += _group(rows.get(target))
+        table.append(line)
+    return Table(tuple(headers), table)
+
+
+def _group(row: Figures | None) -> list[str]:
+    if row is None:
+        return ["-", "-", "-"]
+    if row.error is not None:
+        return [f"error: {row.error}", "", ""]
+    client = row.client_cpu_s_per_unit.median if row.client_cpu_s_per_unit else None
+    server = row.server_cpu_s_per_unit.median if row.server_cpu_s_per_unit else None
+    return [spread(row.primary, 0), spread(row.ratio), f"{number(client, 2)}/{number(server, 2)}"]
+
+
+def side_by_side_markdown(reports: Sequence[tuple[str, Report]]) -> str:
+    """:func:`side_by_side` as Markdown, each report's header first."""
+    lines = [f"- `{label}`: {header(stored)}" for label, stored in reports]
+    return "\n".join(lines) + "\n\n" + side_by_side(reports).markdown() + "\n"
