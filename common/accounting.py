@@ -36,6 +36,7 @@ class ByteAccount:
         "ended_at",
         "first_byte_at",
         "last_byte_at",
+        "reads",
         "waits_at_end",
         "waits_at_first_byte",
     )
@@ -45,6 +46,7 @@ class ByteAccount:
             raise ValueError(f"unknown digest {digest!r} (use {', '.join(DIGESTS)})")
         self._hash = hashlib.sha256() if digest == "sha256" else None
         self.bytes = 0
+        self.reads = 0  # how many times bytes were fed: reads for a sink, writes for a client
         self.first_byte_at: float | None = None
         self.last_byte_at: float | None = None
         self.ended_at: float | None = None
@@ -63,6 +65,7 @@ class ByteAccount:
             self.cpu_at_first_byte, self.waits_at_first_byte = process_usage()
         self.last_byte_at = now
         self.bytes += count
+        self.reads += 1
         if self._hash is not None:
             self._hash.update(data)
 

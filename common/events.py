@@ -130,6 +130,7 @@ class Received(_Readable):
     cpu_at_end: float | None = None
     waits_at_first_byte: int | None = None
     waits_at_end: int | None = None
+    reads: int = 0  # the reads that brought its bytes, as the framework handed them over
 
     def text(self) -> str:
         digest = f" sha256 {self.sha256}" if self.sha256 else ""
@@ -206,6 +207,7 @@ class Stopped(_Readable):
     waits_at_first_byte: int | None = None
     waits_at_end: int | None = None
     loop_delay: DelayStats = field(default_factory=lambda: DelayStats(ticks=0))
+    reads: int = 0  # the sum of its connections' reads
 
     def text(self) -> str:
         outcomes = ", ".join(f"{count} {name}" for name, count in sorted(self.outcomes.items()))
@@ -251,6 +253,7 @@ class Sent(_Readable):
     peak_rss_kib: int = 0
     concurrency: int | None = None  # at most this many connections at once; None: all
     latency: Percentiles | None = None  # connect to the sink's close, per connection (ms)
+    duration: float | None = None  # each connection sent for this long (--duration)
 
     def text(self) -> str:
         digest = f" sha256 {self.sha256}" if self.sha256 else ""

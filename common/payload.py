@@ -12,7 +12,8 @@ import hashlib
 import os
 import random
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 __all__ = [
@@ -59,10 +60,15 @@ class Payload:
     pattern: str = "foobar"
     seed: int = 0
     path: str | None = None
+    #: Stop this many seconds after the first chunk (``size`` still caps it): a send that
+    #: lasts long enough to measure, whatever the machine's speed.
+    duration: float | None = None
 
     def __post_init__(self) -> None:
         if self.size < 0:
             raise PayloadError(f"size must not be negative: {self.size}")
+        if self.duration is not None and not self.duration > 0:
+            raise PayloadError(f"duration must be more than 0 s: {self.duration}")
         if self.path is None and self.pattern not in PATTERNS:
             raise PayloadError(f"unknown pattern {self.pattern!r} (use {', '.join(PATTERNS)})")
 
@@ -86,13 +92,20 @@ class Payload:
             raise PayloadError(f"cannot read {path!r}: {exc.strerror or exc}") from None
         return cls(size=info.st_size, pattern="file", path=path)
 
-    def chunks(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
-        """Yield the payload in chunks of ``chunk_size`` bytes (the last may be shorter)."""
+    def chunks(
+        self, chunk_size: int = DEFAULT_CHUNK_SIZE, clock: Callable[[], float] = time.monotonic
+    ) -> Iterator[bytes]:
+        """Yield the payload in chunks of ``chunk_size`` bytes (the last may be shorter);
+        with a ``duration``, until that many seconds of ``clock`` after the first."""
         if chunk_size <= 0:
             raise PayloadError(f"chunk size must be positive: {chunk_size}")
         if self.path is not None:
-            return self._file_chunks(chunk_size)
-        return _cycle(self.period(), self.size, chunk_size)
+            chunks = self._file_chunks(chunk_size)
+        else:
+            chunks = _cycle(self.period(), self.size, chunk_size)
+        if self.duration is None:
+            return chunks
+        return _until(chunks, self.duration, chunk_size, clock)
 
     def period(self) -> bytes:
         """Return the block that the pattern repeats."""
@@ -128,6 +141,23 @@ class Payload:
                     raise PayloadError(f"{self.path!r} grew while it was being sent")
         except OSError as exc:
             raise PayloadError(f"cannot read {self.path!r}: {exc.strerror or exc}") from None
+
+
+def _until(
+    chunks: Iterator[bytes], duration: float, chunk_size: int, clock: Callable[[], float]
+) -> Iterator[bytes]:
+    """``chunks`` until ``duration`` seconds after the first. The clock is read once per MiB,
+    or per 256 chunks for small ones: next to a write, a read of the clock costs nothing."""
+    every = max(1, min(256, (1 << 20) // chunk_size))
+    deadline: float | None = None
+    for count, chunk in enumerate(chunks):
+        if count % every == 0:
+            now = clock()
+            if deadline is None:
+                deadline = now + duration
+            elif now >= deadline:
+                return
+        yield chunk
 
 
 def _cycle(period: bytes, size: int, chunk_size: int) -> Iterator[bytes]:

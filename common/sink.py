@@ -101,6 +101,7 @@ class Sink:
         self._live: dict[Connection, None] = {}  # insertion-ordered set
         self._outcomes: Counter[str] = Counter()
         self._bytes = 0
+        self._reads = 0
         self._rejected = 0
         self._idle: list[Callable[[], None]] = []
         self._next_scan = 0.0
@@ -180,8 +181,10 @@ class Sink:
             cpu_at_end=account.cpu_at_end if account.first_byte_at is not None else None,
             waits_at_first_byte=account.waits_at_first_byte,
             waits_at_end=account.waits_at_end if account.first_byte_at is not None else None,
+            reads=account.reads,
         )
         self._bytes += account.bytes
+        self._reads += account.reads
         self._outcomes[outcome] += 1
         self._extend_span(account)
         if not self._live and self._busy_mark is not None:  # the busy period ends
@@ -258,4 +261,5 @@ class Sink:
             waits_at_first_byte=first[2],
             waits_at_end=last[2],
             loop_delay=self._busiest,
+            reads=self._reads,
         )

@@ -21,15 +21,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import IO, Any, TypeVar
 
 from .common.events import Listening, Received, Sent, Stopped
+from .iperf import IPERF
 from .transfer import REFERENCE, Settings, Target, Transfer, TransferFailed, checked
 
 __all__ = [
+    "LOOPBACK",
     "NBIO",
     "SIDES",
+    "Placement",
     "command",
     "run_transfer",
     "run_wrapped",
@@ -48,13 +51,30 @@ _BOOT = (
 #: The CLI, run by the interpreter that runs us.
 NBIO = [sys.executable, "-c", _BOOT, "nbio"]
 WAIT = 600.0
+#: The rows that are not implementations of nbio's, and the module that runs each.
+OUTSIDERS = {REFERENCE: "nbio.reference", IPERF: "nbio.iperf"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a transfer's two processes run and meet: on this machine's loopback, or each
+    in a network namespace of a link (``nbio compare --link``), started through a command
+    prefix (``ip netns exec NAME``) and meeting on the server's address there."""
+
+    host: str = "127.0.0.1"
+    server_prefix: tuple[str, ...] = ()
+    client_prefix: tuple[str, ...] = ()
+
+
+#: Both processes on this machine's loopback.
+LOOPBACK = Placement()
 
 
 def command(verb: str, target: Target, *args: str) -> list[str]:
     """The command line that runs ``nbio VERB`` for ``target`` with ``--json``, then
     ``args``: the only place compare, demo and the tests build one."""
-    if target.impl == REFERENCE:
-        return [sys.executable, "-c", _BOOT, "nbio.reference", verb, *args]
+    if target.impl in OUTSIDERS:  # no implementation of nbio's: no --impl, no --loop
+        return [sys.executable, "-c", _BOOT, OUTSIDERS[target.impl], verb, *args]
     tune = [arg for path, value in target.tune for arg in ("--tune", f"{path}={value}")]
     return [*NBIO, verb, "--impl", target.impl, "--loop", target.loop, "--json", *tune, *args]
 
@@ -151,16 +171,21 @@ def syscall_counts(text: str) -> dict[str, int]:
 
 
 def run_transfer(
-    server: Target, client: Target, settings: Settings, strace: bool = False
+    server: Target,
+    client: Target,
+    settings: Settings,
+    strace: bool = False,
+    placement: Placement = LOOPBACK,
 ) -> Transfer:
     """Start ``server``, run ``client`` against it with ``settings``, stop the server, and
     check that every byte is accounted for, that the events name the settings asked for,
     and (with the ``sha256`` digest) that both sides saw the same bytes. With ``strace``,
-    both processes run under ``strace -f -c`` and the transfer keeps their counts."""
+    both processes run under ``strace -f -c`` and the transfer keeps their counts; with a
+    ``placement``, each runs where it says."""
     with tempfile.TemporaryDirectory(prefix="nbio-strace-") as tmp:
         paths = {side: os.path.join(tmp, side) for side in SIDES}
         wrappers = {side: _strace(path) for side, path in paths.items()} if strace else {}
-        transfer = run_wrapped(server, client, settings, wrappers)
+        transfer = run_wrapped(server, client, settings, wrappers, placement=placement)
         if strace:
             syscalls = {}
             for side, path in paths.items():
@@ -180,15 +205,17 @@ def run_wrapped(
     settings: Settings,
     wrappers: Mapping[str, list[str]],
     attach: list[str] | None = None,
+    placement: Placement = LOOPBACK,
 ) -> Transfer:
     """One transfer, unchecked, each side's command run under its wrapper if it has one
     (``strace ... --``, ``py-spy record ... --``): the server is then the wrapper's child,
     and that child is the one signalled to stop. ``attach`` instead starts a command with
     ``--pid SERVER`` once the server listens (``py-spy record``: its start-up left out),
     waits for its first line before the client starts, and for its exit after the server's."""
-    serve = command("serve", server, "--port", "0", "--digest", settings.digest)
+    where = ["--host", placement.host]
+    serve = command("serve", server, *where, "--port", "0", "--digest", settings.digest)
     proc = subprocess.Popen(
-        [*wrappers.get("server", []), *serve],
+        [*placement.server_prefix, *wrappers.get("server", []), *serve],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -208,19 +235,22 @@ def run_wrapped(
             assert watcher.stdout is not None
             if not watcher.stdout.readline():  # "py-spy> Sampling process ...": it watches
                 raise TransferFailed(f"{attach[0]} did not start (exit {watcher.wait(WAIT)})")
-        send = command("send", client, "--port", str(listening.port), *settings.send_args())
+        port = ["--port", str(listening.port)]
+        send = command("send", client, *where, *port, *settings.send_args())
         done = subprocess.run(
-            [*wrappers.get("client", []), *send],
+            [*placement.client_prefix, *wrappers.get("client", []), *send],
             capture_output=True,
             text=True,
             timeout=WAIT,
         )
         if done.returncode != 0:
             raise TransferFailed(done.stderr.strip() or f"client exited {done.returncode}")
-        events = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
         if not events:
             raise TransferFailed(f"the client reported nothing: {done.stdout.strip()!r}")
-        sent = _typed(json.loads(events[-1]), Sent)
+        sent = _typed(events[-1], Sent)
+        # An outside tool's own report (iperf3 -J), kept whole in the raw record.
+        tool = next((e["output"] for e in events if e.get("event") == "tool"), None)
         received = [_next_event(lines, errors, proc, Received) for _ in range(settings.connections)]
         os.kill(_tracee(proc.pid) if "server" in wrappers else proc.pid, signal.SIGTERM)
         stopped = _next_event(lines, errors, proc, Stopped)
@@ -246,4 +276,4 @@ def run_wrapped(
         for reader, stream in ((lines, proc.stdout), (errors, proc.stderr)):
             reader.join()  # the child has exited: its output ends
             stream.close()
-    return Transfer(listening, sent, received, stopped)
+    return Transfer(listening, sent, received, stopped, tool=tool)

@@ -61,18 +61,25 @@ def _check_host(host: str) -> None:
         raise UsageError(f"cannot resolve host {host!r}: {reason}") from None
 
 
+#: What a ``--duration`` send may send at most without ``--size``: a cap, not a goal.
+DURATION_CAP = 1 << 50
+
+
 def _payload(args: argparse.Namespace) -> Payload:
     if args.file is not None:
-        if args.size is not None:
-            raise UsageError("give --size or --file, not both: a file is sent whole")
+        if args.size is not None or args.duration is not None:
+            raise UsageError("give --size or --duration, or --file, not both: a file is sent whole")
         if args.pattern != "foobar":
             raise UsageError("give --pattern or --file, not both")
         try:
             return Payload.from_file(args.file)
         except PayloadError as exc:
             raise UsageError(str(exc)) from None
-    size = TALK_SIZE if args.size is None else args.size
-    return Payload(size=size, pattern=args.pattern, seed=args.seed)
+    if args.duration is not None:
+        size = DURATION_CAP if args.size is None else args.size
+    else:
+        size = TALK_SIZE if args.size is None else args.size
+    return Payload(size=size, pattern=args.pattern, seed=args.seed, duration=args.duration)
 
 
 def _apply_tune(knobs: list[tuple[str, int]]) -> None:
@@ -186,7 +193,8 @@ def run_send(args: argparse.Namespace) -> int:
     emit = printer(args.json, "nbio send")
     chunks = 0
     try:
-        with progress(payload.size * connections, enabled=not args.json) as advance:
+        total = None if payload.duration is not None else payload.size * connections
+        with progress(total, enabled=not args.json) as advance:
 
             def count(size: int) -> None:
                 nonlocal chunks
@@ -218,6 +226,7 @@ def run_send(args: argparse.Namespace) -> int:
         peak_rss_kib=usage.peak_rss_kib(),
         concurrency=args.concurrency,
         latency=result.latency,
+        duration=payload.duration,
     )
     try:
         emit(sent)

@@ -21,17 +21,19 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from . import registry
-from .bench import run_transfer, strace_missing
+from . import iperf, registry
+from .bench import LOOPBACK, OUTSIDERS, Placement, run_transfer, strace_missing
+from .iperf import IPERF
 from .loc import implementation_modules, lines_of_code
-from .machine import machine
+from .machine import Stolen, machine
 from .record import BASELINE, Cell, CompareSettings, Report, Row, Run
 from .transfer import REFERENCE, Settings, Target, Transfer, TransferFailed
-from .workloads import Workload
+from .workloads import WORKLOADS, Workload
 
 __all__ = [
     "Asked",
@@ -67,10 +69,17 @@ class Asked:
     digest: str = "none"
     matrix: bool = False
     syscalls: bool = False
+    duration: float | None = None
+    link: str | None = None
+    link_bits: int | None = None
 
 
 def settings_for(workload: Workload, asked: Asked) -> CompareSettings:
-    """The settings of a run of ``workload``: what was asked, else the workload's own."""
+    """The settings of a run of ``workload``: what was asked, else the workload's own. A
+    ``--size`` without ``--duration`` replaces a time-based workload's duration."""
+    duration = asked.duration
+    if duration is None and asked.size is None:
+        duration = workload.duration
 
     return CompareSettings(
         size=workload.size if asked.size is None else asked.size,
@@ -83,6 +92,9 @@ def settings_for(workload: Workload, asked: Asked) -> CompareSettings:
         workload=workload.name,
         concurrency=workload.concurrency if asked.concurrency is None else asked.concurrency,
         syscalls=asked.syscalls,
+        duration=duration,
+        link=asked.link,
+        link_bits=asked.link_bits,
     )
 
 
@@ -98,20 +110,28 @@ def saved_path(save: str, workload: str, several: bool) -> str:
 def watches(target: Target, connections: int) -> bool:
     """Whether ``target``'s loop can watch ``connections`` sockets at once (a ``select``
     loop cannot watch descriptor 1024)."""
-    if target.impl == REFERENCE:
+    if target.impl in OUTSIDERS:
         return True
     limit = registry.get(target.impl).loop(target.loop).max_connections
     return limit is None or connections <= limit
 
 
-def measure(settings: CompareSettings, chosen: list[Target], advance: Advance) -> Report:
+def measure(
+    settings: CompareSettings,
+    chosen: list[Target],
+    advance: Advance,
+    placement: Placement = LOOPBACK,
+) -> Report:
     """Run ``settings`` over ``chosen`` (every client against every server with
-    ``matrix``), timing the whole run as the report keeps it."""
+    ``matrix``), each transfer where ``placement`` says, timing the whole run as the report
+    keeps it."""
     started = time.monotonic()
+    transfer = functools.partial(run_transfer, placement=placement)
     if settings.matrix:
-        measured = run_matrix(settings, chosen, advance)
+        measured = run_matrix(settings, chosen, advance, transfer)
     else:
-        measured = run(settings, chosen, advance)
+        tracer = functools.partial(run_transfer, strace=True, placement=placement)
+        measured = run(settings, chosen, advance, transfer=transfer, tracer=tracer)
     measured.seconds = round(time.monotonic() - started, 1)  # as the saved report keeps it
     return measured
 
@@ -137,17 +157,25 @@ def targets(impls: list[str] | None, loops: list[str] | None) -> list[Target]:
 
 
 def _framework(target: Target) -> str:
-    return "plain sockets" if target.impl == REFERENCE else registry.get(target.impl).framework
+    if target.impl in OUTSIDERS:
+        return "plain sockets" if target.impl == REFERENCE else "iperf3 (C)"
+    return registry.get(target.impl).framework
 
 
 def _modules(target: Target) -> list[str]:
-    if target.impl == REFERENCE:
-        return ["nbio.reference"]
+    if target.impl in OUTSIDERS:
+        return [] if target.impl == IPERF else ["nbio.reference"]
     entry = registry.get(target.impl)
     return implementation_modules([entry.server, entry.client])
 
 
 # --- running ----------------------------------------------------------------------------
+
+
+#: Rounds every row gets; then only rows whose ratios to the baseline still disagree.
+MIN_ROUNDS = 2
+#: Pairs "agree" when their ratios' spread (max − min) is within this share of the median.
+AGREE = 0.10
 
 
 def run(
@@ -157,34 +185,45 @@ def run(
     reference: bool = True,
     transfer: RunTransfer = run_transfer,
     tracer: RunTransfer | None = None,
+    kernel: bool = True,
 ) -> Report:
-    """Verify, warm up and time every target in ``chosen`` (the baseline among them), and
-    the reference if asked; return the raw report."""
+    """Verify and time every target in ``chosen`` (the baseline among them), and the
+    reference and iperf3 (``kernel``: where it is installed) if asked; return the raw
+    report."""
     rng = random.Random(settings.seed)
-    # The reference hashes nothing: it has no place in a run that times hashing.
-    # Nor in one of many connections: it is the yardstick of one stream.
-    reference = reference and settings.digest == "none" and settings.workload == "stream"
-    everyone = list(chosen) + ([Target(REFERENCE)] if reference else [])
+    stolen = Stolen()
+    # The reference and iperf3 hash nothing: they have no place in a run that times hashing.
+    # Nor in one of many connections: they are the yardsticks of one stream.
+    notes = []
+    yardsticks = []
+    if reference and settings.digest == "none" and settings.workload == "stream":
+        yardsticks.append(Target(REFERENCE))
+        missing = iperf.missing()
+        if missing is None and kernel:
+            yardsticks.append(Target(IPERF))
+        elif kernel:
+            notes.append(f"{missing}: no row of the kernel's own figure")
+    everyone = list(chosen) + yardsticks
     rows = {t: Row(t, _framework(t), lines_of_code(_modules(t)), _modules(t)) for t in everyone}
     sequence = itertools.count()
 
-    for target in _shuffled(everyone, rng):  # 1. verification
+    # 1. Verification, hashed on both sides; it warms each row up too (page cache, the
+    # kernel's socket buffers), as the separate warm-up run did before it, at half the time.
+    for target in _shuffled(everyone, rng):
         _verify(rows[target], settings, transfer)
-        advance(1)
-    ready = [t for t in everyone if rows[t].verified]
-    for target in _shuffled(ready, rng):  # 2. warm-up, discarded
-        try:
-            transfer(target, target, settings.transfer)
-        except TransferFailed as exc:
-            rows[target].errors.append(f"warm-up: {exc}")
         advance(1)
 
     baseline = Target(BASELINE)
-    timed = [t for t in ready if not rows[t].errors]
+    timed = [t for t in everyone if rows[t].verified and not rows[t].errors]
     others = [t for t in timed if t != baseline]
     with_baseline = baseline in timed  # a failed baseline: the others run, without ratios
-    for _ in range(settings.repeat):  # 3. rounds: the baseline, then a target, and again
-        for target in _shuffled(others, rng):
+    # 2. Rounds: each target right after a run of the baseline, in a shuffled order. After
+    # MIN_ROUNDS, only the rows whose ratios still disagree get another, up to repeat.
+    for number in range(settings.repeat):
+        due = [t for t in others if number < MIN_ROUNDS or not _agrees(rows[t], rows, settings)]
+        if number >= MIN_ROUNDS and not due:
+            break
+        for target in _shuffled(due, rng):
             paired = None
             if with_baseline:
                 paired = _time(rows[baseline], next(sequence), None, settings, transfer)
@@ -193,12 +232,31 @@ def run(
         if not others and with_baseline:
             _time(rows[baseline], next(sequence), None, settings, transfer)
             advance(2)
-    if settings.syscalls:  # 4. the counts, apart: strace slows every call it counts
+    if settings.syscalls:  # 3. the counts, apart: strace slows every call it counts
         tracer = tracer or functools.partial(run_transfer, strace=True)
         for target in timed:
             _trace(rows[target], settings, tracer)
             advance(2)
-    return Report(machine(), settings, [rows[t] for t in everyone])
+    ran = replace(settings, min_rounds=MIN_ROUNDS)  # the rule the rounds followed
+    return Report(machine(stolen.percent()), ran, [rows[t] for t in everyone], notes=notes)
+
+
+def _agrees(row: Row, rows: dict[Target, Row], settings: CompareSettings) -> bool:
+    """Whether ``row``'s ratios to the baseline runs it was paired with (of the workload's
+    first figure) agree within :data:`AGREE` of their median: then another round would
+    hardly move it. A row without a baseline agrees once it has its runs."""
+    primary = WORKLOADS[settings.workload].primary
+    base = rows.get(Target(BASELINE))
+    paired = {run.seq: run.transfer for run in base.runs} if base else {}
+    ratios = [
+        primary(run.transfer) / primary(paired[run.paired_with])
+        for run in row.runs
+        if run.paired_with in paired and primary(paired[run.paired_with]) > 0
+    ]
+    if not ratios:
+        return bool(row.runs) and not paired
+    middle = statistics.median(ratios)
+    return middle > 0 and (max(ratios) - min(ratios)) <= AGREE * middle
 
 
 def _trace(row: Row, settings: CompareSettings, tracer: RunTransfer) -> None:
@@ -215,10 +273,10 @@ def _trace(row: Row, settings: CompareSettings, tracer: RunTransfer) -> None:
 
 
 def steps(settings: CompareSettings, count: int) -> int:
-    """How many transfers :func:`run` makes for ``count`` targets, the reference included
-    (for progress bars)."""
+    """How many transfers :func:`run` makes at most for ``count`` targets, the reference
+    included (for progress bars)."""
     traced = 2 * count if settings.syscalls else 0
-    return 2 * count + settings.repeat * 2 * max(1, count - 1) + traced
+    return count + settings.repeat * 2 * max(1, count - 1) + traced
 
 
 def _shuffled(items: Iterable[Target], rng: random.Random) -> list[Target]:
@@ -230,7 +288,7 @@ def _shuffled(items: Iterable[Target], rng: random.Random) -> list[Target]:
 def _verify(row: Row, settings: CompareSettings, transfer: RunTransfer) -> None:
     """One transfer with sha256 on both sides (the reference hashes nothing: it is checked
     by its byte counts); record what failed."""
-    reference = row.target.impl == REFERENCE
+    reference = row.target.impl in OUTSIDERS
     digest = "none" if reference else "sha256"
     checked = replace(settings.transfer, digest=digest)
     try:
@@ -254,19 +312,25 @@ def _time(
     return seq
 
 
-def run_matrix(settings: CompareSettings, chosen: list[Target], advance: Advance) -> Report:
+def run_matrix(
+    settings: CompareSettings,
+    chosen: list[Target],
+    advance: Advance,
+    transfer: RunTransfer = run_transfer,
+) -> Report:
     """Every client against every server, on their default loops: each pair verified with
     sha256 on both sides, then timed once with the run's settings."""
     defaults = [t for t in chosen if t.loop == "default"]
-    report = Report(machine(), settings)
+    stolen = Stolen()
+    cells = []
     checked = replace(settings.transfer, digest="sha256")
     for client, server in itertools.product(defaults, defaults):
         try:
-            run_transfer(server, client, checked)
-            transfer = run_transfer(server, client, settings.transfer)
+            transfer(server, client, checked)
+            timed = transfer(server, client, settings.transfer)
         except TransferFailed as exc:
-            report.matrix.append(Cell(client.impl, server.impl, False, error=str(exc)))
+            cells.append(Cell(client.impl, server.impl, False, error=str(exc)))
         else:
-            report.matrix.append(Cell(client.impl, server.impl, True, transfer))
+            cells.append(Cell(client.impl, server.impl, True, timed))
         advance(1)
-    return report
+    return Report(machine(stolen.percent()), settings, matrix=cells)

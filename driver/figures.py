@@ -24,7 +24,7 @@ connection), memory and loop delay; then whatever else the workload shows.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,10 @@ class Spread:
     def of(cls, values: Sequence[float]) -> Spread | None:
         """The spread of ``values``; None for none."""
         return cls(statistics.median(values), min(values), max(values)) if values else None
+
+    def scaled(self, factor: float) -> Spread:
+        """The same spread in another unit: seconds as milliseconds, say."""
+        return Spread(self.median * factor, self.low * factor, self.high * factor)
 
     def text(self, digits: int = 0) -> str:
         """``4824 (4666–4893)``."""
@@ -164,6 +168,14 @@ class Figures:
     primary: Spread | None = None
     #: Each run's first figure over the baseline run's just before it: median (min–max).
     ratio: Spread | None = None
+    #: Each side's CPU per unit over the baseline run's, the same pairs: what ``--link``
+    #: ranks on, every row running at the link's rate.
+    client_cpu_ratio: Spread | None = None
+    server_cpu_ratio: Spread | None = None
+    #: The server's MB/s as a share of the link's rate (``--link``), in %.
+    link_percent: Spread | None = None
+    #: Bytes the server's sink was handed per read, in KiB: median.
+    server_kib_per_read: float | None = None
     mb_per_s: Spread | None = None
     client_cpu_s_per_unit: Spread | None = None
     server_cpu_s_per_unit: Spread | None = None
@@ -202,11 +214,32 @@ def reduce(report: Report) -> list[Figures]:
     workload = WORKLOADS[report.settings.workload]
     base = next((row for row in report.rows if row.target == Target(BASELINE)), None)
     baseline_runs = {run.seq: run.transfer for run in base.runs} if base else {}
-    return [_reduce(row, baseline_runs, workload, row is base) for row in report.rows]
+    bits = report.settings.link_bits
+    return [_reduce(row, baseline_runs, workload, row is base, bits) for row in report.rows]
+
+
+def _pairs(
+    row: Row,
+    baseline_runs: dict[int, Transfer],
+    is_baseline: bool,
+    figure: Callable[[Transfer], float],
+) -> list[float]:
+    """Each run's ``figure`` over that of the baseline run it was paired with."""
+    if is_baseline:
+        return [1.0] * len(row.runs)
+    return [
+        figure(run.transfer) / figure(baseline_runs[run.paired_with])
+        for run in row.runs
+        if run.paired_with in baseline_runs and figure(baseline_runs[run.paired_with]) > 0
+    ]
 
 
 def _reduce(
-    row: Row, baseline_runs: dict[int, Transfer], workload: Workload, is_baseline: bool
+    row: Row,
+    baseline_runs: dict[int, Transfer],
+    workload: Workload,
+    is_baseline: bool,
+    link_bits: int | None = None,
 ) -> Figures:
     plain = Figures(
         row.target,
@@ -222,19 +255,26 @@ def _reduce(
     primary = workload.primary
     transfers = [run.transfer for run in row.runs]
     units = [workload.per.of(t) for t in transfers]
-    if is_baseline:
-        pairs = [1.0] * len(transfers)
-    else:
-        pairs = [
-            primary(run.transfer) / primary(baseline_runs[run.paired_with])
-            for run in row.runs
-            if run.paired_with in baseline_runs
-        ]
+
+    def client_cpu(transfer: Transfer) -> float:
+        return transfer.sent.cpu_s / workload.per.of(transfer)
+
+    def server_cpu(transfer: Transfer) -> float:
+        return transfer.server_cpu_s / workload.per.of(transfer)
+
     both = list(zip(transfers, units, strict=True))
     figures = replace(
         plain,
         primary=Spread.of([primary(t) for t in transfers]),
-        ratio=Spread.of(pairs),
+        ratio=Spread.of(_pairs(row, baseline_runs, is_baseline, primary)),
+        client_cpu_ratio=Spread.of(_pairs(row, baseline_runs, is_baseline, client_cpu)),
+        server_cpu_ratio=Spread.of(_pairs(row, baseline_runs, is_baseline, server_cpu)),
+        link_percent=Spread.of([t.server_mb_per_s * 8e8 / link_bits for t in transfers])
+        if link_bits
+        else None,
+        server_kib_per_read=median(
+            [t.server_bytes / t.stopped.reads / 1024 for t in transfers if t.stopped.reads]
+        ),
         mb_per_s=Spread.of([t.server_mb_per_s for t in transfers]),
         client_cpu_s_per_unit=Spread.of([t.sent.cpu_s / u for t, u in both]),
         server_cpu_s_per_unit=Spread.of([t.server_cpu_s / u for t, u in both]),

@@ -22,6 +22,7 @@ from .output import out, progress, say
 from .transfer import Settings, Target, TransferFailed
 
 if TYPE_CHECKING:
+    from . import bench, compare
     from .common.events import Sent
     from .record import Report
 
@@ -126,7 +127,7 @@ def _check_variant(variant: Target) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     """``nbio compare``: every implementation asked for, side by side, for each workload
     asked for; exit 1 if a row failed (its error is in the table)."""
-    from . import compare
+    from . import bench, compare
 
     impls = _names(args.impls, {e.name for e in registry.ENTRIES}, "implementation")
     every_loop = args.loops == "all"
@@ -141,6 +142,7 @@ def run_compare(args: argparse.Namespace) -> int:
     for variant in args.variant:
         _check_variant(variant)
     chosen += args.variant
+    rate = _link_rate(args.link)
     asked = compare.Asked(
         seed=random.randrange(2**32) if args.seed is None else args.seed,
         repeat=args.repeat,
@@ -151,8 +153,51 @@ def run_compare(args: argparse.Namespace) -> int:
         digest=args.digest,
         matrix=args.matrix,
         syscalls=args.syscalls,
+        duration=args.duration,
+        link=args.link,
+        link_bits=rate,
     )
     names = list(workloads.WORKLOADS) if args.workload == "all" else [args.workload]
+    if rate is None:
+        return _compare(names, chosen, asked, args, bench.LOOPBACK)
+    from . import link
+
+    try:
+        with link.Link(rate) as net:
+            placement = bench.Placement(
+                net.server_host, tuple(net.server_prefix), tuple(net.client_prefix)
+            )
+            return _compare(names, chosen, asked, args, placement)
+    except link.LinkError as exc:
+        say(f"nbio compare: error: {exc}")
+        return 1
+
+
+def _link_rate(text: str | None) -> int | None:
+    """``--link RATE`` in bits/s, once it is known that a link can be made here."""
+    if text is None:
+        return None
+    from . import link
+
+    missing = link.missing_privileges()
+    if missing is not None:
+        raise UsageError(missing)
+    try:
+        return link.parse_rate(text)
+    except ValueError as exc:
+        raise UsageError(f"--link: {exc}") from None
+
+
+def _compare(
+    names: list[str],
+    chosen: list[Target],
+    asked: compare.Asked,
+    args: argparse.Namespace,
+    placement: bench.Placement,
+) -> int:
+    """Each workload of ``names`` in turn: measured, saved, printed."""
+    from . import compare
+
     status = 0
     for name in names:
         settings = compare.settings_for(workloads.WORKLOADS[name], asked)
@@ -164,7 +209,7 @@ def run_compare(args: argparse.Namespace) -> int:
                     f"than {settings.transfer.at_once} connections"
                 )
         with progress(compare.measure_steps(settings, fit), True, "runs") as advance:
-            measured = compare.measure(settings, fit, advance)
+            measured = compare.measure(settings, fit, advance, placement)
         if args.save is not None:
             _save(measured, compare.saved_path(args.save, name, len(names) > 1))
         _render(measured, args)

@@ -106,8 +106,9 @@ def _on_terminal() -> bool:
 
 
 @contextmanager
-def progress(total: int, enabled: bool, unit: str = "bytes") -> Iterator[Progress]:
-    """A progress bar on stderr while sending or comparing, when stderr is a terminal."""
+def progress(total: int | None, enabled: bool, unit: str = "bytes") -> Iterator[Progress]:
+    """A progress bar on stderr while sending or comparing, when stderr is a terminal
+    (``total`` None: of unknown length, a send that lasts ``--duration``)."""
     if not enabled or not _on_terminal():
         yield lambda count: None
         return

@@ -73,6 +73,14 @@ def _size() -> Parser:
         help="bytes per connection: 73400320, 70MB, 64KiB, 1GiB (send and demo: "
         f"{TALK_SIZE}, the talk's; compare and profile: the workload's)",
     )
+    parent.add_argument(
+        "--duration",
+        type=arguments.positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="send for this long (each connection from its first byte), then half-close; "
+        "--size, if given, still caps it (compare: stream lasts 1.2 s unless --size)",
+    )
     return parent
 
 
@@ -257,6 +265,14 @@ def build_parser() -> Parser:
         default=[],
         metavar="IMPL[/LOOP]:PATH=SIZE",
         help="also run IMPL with knobs set (see serve --tune), as a row of its own",
+    )
+    compare.add_argument(
+        "--link",
+        metavar="RATE",
+        default=None,
+        help="run each server and client in a network namespace of its own, joined by a veth "
+        "pair shaped to RATE (1gbit, 10gbit) with tbf on both ends, and rank on CPU per unit "
+        "at that rate (needs root or CAP_NET_ADMIN, and ip from iproute2)",
     )
     compare.add_argument(
         "--save", metavar="FILE.json", default=None, help="store the raw report in FILE.json"

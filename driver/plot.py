@@ -77,7 +77,7 @@ def plot(report: Report, path: str) -> None:
     figure.suptitle(
         f"nbio compare --workload {s.workload}: {human_size(s.size)} × {s.connections}, "
         f"{s.repeat} rounds, "
-        f"seed {s.seed} — {m['cpu']}, {m['cores']} cores, Python {m['python']}",
+        f"seed {s.seed} — {m.cpu}, {m.cores} cores, Python {m.python}",
         fontsize=10,
     )
     figure.savefig(path, dpi=100)

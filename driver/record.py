@@ -8,23 +8,26 @@ raw report.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .common.payload import DEFAULT_CHUNK_SIZE
+from .machine import Machine
 from .transfer import Settings, Target, Transfer
 
 __all__ = ["BASELINE", "FORMAT", "READABLE", "Cell", "CompareSettings", "Report", "Row", "Run"]
 
 #: The row every other row's ratio is to.
 BASELINE = "blocking"
-#: The version of the saved report's layout.
-FORMAT = 3
-#: Formats :meth:`Report.from_json` reads: format 2 is format 3's ``stream`` workload,
-#: before workloads, ``--syscalls`` and ``received_count``.
-READABLE = (2, FORMAT)
+#: The version of the saved report's layout: 4 records the machine's mitigations,
+#: virtualization, clock and steal, ``--duration``, ``--link`` and the rounds' rule.
+FORMAT = 4
+#: Formats :meth:`Report.from_json` reads: format 3 is format 4 without those; format 2 is
+#: format 3's ``stream`` workload, before workloads, ``--syscalls`` and ``received_count``.
+READABLE = (2, 3, FORMAT)
 
 
 @dataclass(frozen=True)
@@ -41,25 +44,30 @@ class CompareSettings:
     workload: str = "stream"
     concurrency: int | None = None
     syscalls: bool = False  # one more transfer per row under strace, and a tiny one
+    #: Each connection sent for this long (``size`` capping it); None: ``size`` bytes each.
+    duration: float | None = None
+    #: ``--link RATE`` as given (``1gbit``) and in bits/s: each server and client ran in a
+    #: network namespace of its own, joined by a veth pair shaped to that rate.
+    link: str | None = None
+    link_bits: int | None = None
+    #: Rounds every row got before only those whose ratios disagreed got more (format 4);
+    #: None: every row got ``repeat`` rounds, after a warm-up run (formats 2 and 3).
+    min_rounds: int | None = None
 
     @property
     def transfer(self) -> Settings:
         """The settings of every timed transfer."""
-        return Settings(self.size, self.connections, self.chunk_size, self.digest, self.concurrency)
+        return Settings(
+            self.size,
+            self.connections,
+            self.chunk_size,
+            self.digest,
+            self.concurrency,
+            self.duration,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "seed": self.seed,
-            "repeat": self.repeat,
-            "connections": self.connections,
-            "chunk_size": self.chunk_size,
-            "digest": self.digest,
-            "matrix": self.matrix,
-            "workload": self.workload,
-            "concurrency": self.concurrency,
-            "syscalls": self.syscalls,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CompareSettings:
@@ -167,23 +175,26 @@ class Cell:
 class Report:
     """Everything a run measured, raw: what ``--save`` stores and ``nbio report`` reads."""
 
-    machine: dict[str, str]
+    machine: Machine
     settings: CompareSettings
     rows: list[Row] = field(default_factory=list)
     matrix: list[Cell] = field(default_factory=list)
     seconds: float = 0.0  # how long the whole run took
+    #: What the run could not do here, and says so ("iperf3 not installed ...").
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self, figures: Callable[[Report], list[dict[str, Any]]] | None = None) -> str:
         """The report as JSON; ``figures`` adds each row's reduced figures for readers (a
         saved report is always reduced again from its raw runs when rendered)."""
         data: dict[str, Any] = {
             "format": FORMAT,
-            "machine": self.machine,
+            "machine": self.machine.to_json(),
             "settings": self.settings.to_json(),
             "seconds": round(self.seconds, 1),
             "baseline": BASELINE,
             "rows": [row.to_json() for row in self.rows],
             "matrix": [cell.to_json() for cell in self.matrix],
+            "notes": self.notes,
         }
         if figures is not None:
             for row, reduced in zip(data["rows"], figures(self), strict=True):
@@ -196,9 +207,10 @@ class Report:
         if data.get("format") not in READABLE:
             raise ValueError(f"not an nbio report of format {FORMAT}")
         return cls(
-            machine=data["machine"],
+            machine=Machine.from_json(data["machine"]),
             settings=CompareSettings.from_json(data["settings"]),
             rows=[Row.from_json(row) for row in data["rows"]],
             matrix=[Cell.from_json(cell) for cell in data["matrix"]],
             seconds=data["seconds"],
+            notes=list(data.get("notes", [])),
         )

@@ -53,7 +53,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def _drain(conn: socket.socket, peer: str, ended: list[Received], lock: threading.Lock) -> None:
     buffer = memoryview(bytearray(READ_SIZE))
-    count = 0
+    count = reads = 0
     first_byte_at: float | None = None
     usage_at_first_byte: tuple[float | None, int | None] = (None, None)
     with conn:
@@ -62,6 +62,7 @@ def _drain(conn: socket.socket, peer: str, ended: list[Received], lock: threadin
             first_byte_at, usage_at_first_byte = time.monotonic(), process_usage()
         while received:
             count += received
+            reads += 1
             received = conn.recv_into(buffer)
     ended_at, (cpu_at_end, waits_at_end) = time.monotonic(), process_usage()
     began = first_byte_at is not None
@@ -78,6 +79,7 @@ def _drain(conn: socket.socket, peer: str, ended: list[Received], lock: threadin
         cpu_at_end=cpu_at_end if began else None,
         waits_at_first_byte=usage_at_first_byte[1],
         waits_at_end=waits_at_end if began else None,
+        reads=reads,
     )
     with lock:
         ended.append(event)
@@ -103,6 +105,7 @@ def _stopped(ended: list[Received], cpu_s: float) -> Stopped:
         waits_at_first_byte=first.waits_at_first_byte if first else None,
         waits_at_end=last.waits_at_end if last else None,
         loop_delay=NO_TICKS,
+        reads=sum(r.reads for r in ended),
     )
 
 
@@ -130,19 +133,38 @@ def serve(host: str, port: int) -> None:
     _emit(_stopped(ended, time.process_time() - cpu_listening))
 
 
-def send(host: str, port: int, size: int, connections: int, chunk_size: int) -> None:
-    """Send ``size`` bytes on each of ``connections`` connections, a thread each."""
+def send(
+    host: str,
+    port: int,
+    size: int,
+    connections: int,
+    chunk_size: int,
+    duration: float | None = None,
+) -> None:
+    """Send ``size`` bytes on each of ``connections`` connections, a thread each; with a
+    ``duration``, for that long (``size`` capping it)."""
     chunk = (TALK_LINE * (chunk_size // len(TALK_LINE) + 1))[:chunk_size]
     rss_kib = usage.rss_kib()
     starts: list[tuple[float, tuple[float, int]]] = []
+    sent: list[int] = []
 
     def one() -> None:
         with socket.create_connection((host, port)) as sock:
             whole, rest = divmod(size, chunk_size)
-            starts.append((time.monotonic(), process_usage()))
-            for _ in range(whole):
+            start = time.monotonic()
+            starts.append((start, process_usage()))
+            if duration is None:
+                for _ in range(whole):
+                    sock.sendall(chunk)
+                sock.sendall(chunk[:rest])
+                sent.append(size)
+                return
+            count, deadline = 0, start + duration
+            # The clock once per 4 chunks (a MiB at the default size), as the payloads do.
+            while count < whole and (count % 4 or time.monotonic() < deadline):
                 sock.sendall(chunk)
-            sock.sendall(chunk[:rest])
+                count += 1
+            sent.append(count * chunk_size)
 
     threads = [threading.Thread(target=one) for _ in range(connections)]
     for thread in threads:
@@ -153,14 +175,15 @@ def send(host: str, port: int, size: int, connections: int, chunk_size: int) -> 
     first_byte_at = min(start for start, _ in starts)
     _emit(
         Sent(
-            bytes=size * connections,
+            bytes=sum(sent),
             sha256=None,
             seconds=ended_at - first_byte_at,
             connections=connections,
             loop_delay=NO_TICKS,
             digest="none",
             chunk_size=chunk_size,
-            chunks=-(-size // chunk_size) * connections,
+            chunks=sum(-(-count // chunk_size) for count in sent),
+            duration=duration,
             first_byte_at=first_byte_at,
             ended_at=ended_at,
             cpu_s=cpu_at_end - min(cpu for _, (cpu, _) in starts),
@@ -183,11 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sender.add_argument("--size", type=parse_size, required=True)
     sender.add_argument("--connections", type=int, default=1)
     sender.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)
+    sender.add_argument("--duration", type=float, default=None)
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.host, args.port)
     else:
-        send(args.host, args.port, args.size, args.connections, args.chunk_size)
+        send(args.host, args.port, args.size, args.connections, args.chunk_size, args.duration)
     return 0
 
 

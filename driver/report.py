@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from .common.loopdelay import MIN_TICKS_FOR_P99
 from .common.sizes import format_size, human_size
+from .compare import AGREE
 from .figures import Figures, reduce
-from .record import Cell, Report
+from .machine import differences
+from .record import BASELINE, Cell, Report
 from .transfer import Target
 from .workloads import WORKLOADS, number, spread
 
@@ -22,6 +24,7 @@ __all__ = [
     "Table",
     "cells",
     "header",
+    "machines_differ",
     "side_by_side",
     "side_by_side_markdown",
     "tables",
@@ -50,33 +53,66 @@ def header(report: Report) -> str:
     """One paragraph: the machine, the settings and the method the figures belong to."""
     m, s = report.machine, report.settings
     packages = ", ".join(
-        f"{name} {version}"
-        for name, version in m.items()
-        if name not in ("cpu", "cores", "python", "system") and version != "not installed"
+        f"{name} {version}" for name, version in m.packages.items() if version != "not installed"
     )
     digest = "sha256 on both sides" if s.digest == "sha256" else "none"
     at_once = "" if s.concurrency is None else f", {s.concurrency} at a time"
+    if s.duration is None:
+        amount = f"{human_size(s.size)} per connection"
+    else:
+        amount = f"{s.duration:g} s per connection (at most {human_size(s.size)})"
+    where = "over 127.0.0.1"
+    if s.link is not None:
+        where = (
+            f"over a link of {s.link}: server and client each in a network namespace of its "
+            "own, joined by a veth pair with a tbf qdisc at that rate on both ends"
+        )
     return (
         f"Workload `{s.workload}`. "
-        f"Measured on {m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}; "
-        f"{packages}. {human_size(s.size)} per connection × {s.connections} connection(s)"
-        f"{at_once}, {format_size(s.chunk_size)} per write, digest {digest} in the timed "
-        "runs. Every row was first verified by one transfer with sha256 on both sides "
-        "(the reference by its byte counts), then warmed up once; then "
-        f"{s.repeat} round(s), each running every row once in shuffled order right after "
-        f"a run of the baseline (seed {s.seed}: `--seed {s.seed}` repeats the order). "
+        f"Measured on {m.summary()}; {packages}. {amount} × {s.connections} connection(s)"
+        f"{at_once}, {format_size(s.chunk_size)} per write, {where}, digest {digest} in the "
+        f"timed runs. {_method(report)} (seed {s.seed}: `--seed {s.seed}` repeats the order). "
         f"The run took {report.seconds:.0f} s. Loop delay: with fewer than "
         f"{MIN_TICKS_FOR_P99} ticks in a run there is no p99, and the cell shows its max alone."
+        + "".join(f" Note: {note}." for note in report.notes)
     )
 
 
-def cells(row: Figures, workload: str = "stream") -> list[str]:
-    """A row's figures as the strings of ``workload``'s columns."""
-    columns = WORKLOADS[workload].columns
+def _method(report: Report) -> str:
+    """How the rows were verified and timed (a report stored before format 4 had a warm-up
+    run and every row got every round)."""
+    s = report.settings
+    verified = (
+        "Every row was first verified by one transfer with sha256 on both sides (the "
+        "reference by its byte counts)"
+    )
+    if s.min_rounds is None:
+        return (
+            f"{verified}, then warmed up once; then {s.repeat} round(s), each running every "
+            "row once in shuffled order right after a run of the baseline"
+        )
+    more = [
+        f"{row.target.id} {len(row.runs)}"
+        for row in report.rows
+        if len(row.runs) > s.min_rounds and row.target.impl != BASELINE
+    ]
+    return (
+        f"{verified}, which was its warm-up too; then {s.min_rounds} round(s), each running "
+        "every row once in shuffled order right after a run of the baseline, and up to "
+        f"{s.repeat} for rows whose ratios to their baseline runs still differed by more than "
+        f"{AGREE:.0%} of their median ({', '.join(more) if more else 'none did'})"
+    )
+
+
+def cells(row: Figures, workload: str = "stream", link: bool = False) -> list[str]:
+    """A row's figures as the strings of ``workload``'s columns (over a ``--link``, its
+    link view)."""
+    columns = WORKLOADS[workload].view(link)
     first = [row.target.impl, _loop(row.target)]
+    loc = str(row.loc) if row.loc else "-"  # iperf3 has no Python to count
     if row.error is not None:
-        return [*first, f"error: {row.error}", *[""] * (len(columns) - 1), str(row.loc)]
-    return [*first, *(column.cell(row) for column in columns), str(row.loc)]
+        return [*first, f"error: {row.error}", *[""] * (len(columns) - 1), loc]
+    return [*first, *(column.cell(row) for column in columns), loc]
 
 
 def _loop(target: Target) -> str:
@@ -111,9 +147,12 @@ def tables(report: Report) -> list[Table]:
     """Every table of ``report``: its rows, their system calls if counted, the matrix."""
     rows = reduce(report)
     workload = WORKLOADS[report.settings.workload]
+    link = report.settings.link is not None
     found = []
     if rows:
-        found.append(Table(workload.headers, [cells(row, workload.name) for row in rows]))
+        found.append(
+            Table(workload.headers(link), [cells(row, workload.name, link) for row in rows])
+        )
     if any(row.syscalls for row in rows):
         found.append(
             Table(
@@ -161,7 +200,7 @@ def side_by_side(reports: Sequence[tuple[str, Report]]) -> Table:
     cpu = f"CPU s/{workload.per.name} c/s"
     headers = ["impl", "loop"]
     for label, stored in reports:
-        python = stored.machine.get("python", "?")
+        python = stored.machine.python
         headers += [f"{label} (Python {python}): {workload.label}", "× blocking", cpu]
     reduced = [{row.target: row for row in reduce(stored)} for _, stored in reports]
     order: list[Target] = []
@@ -186,7 +225,18 @@ def _group(row: Figures | None) -> list[str]:
     return [spread(row.primary, 0), spread(row.ratio), f"{number(client, 2)}/{number(server, 2)}"]
 
 
+def machines_differ(reports: Sequence[tuple[str, Report]]) -> list[str]:
+    """What differs between the machines of several reports, one line each (none if they
+    ran on one machine, or on machines that record the same)."""
+    return differences([(label, stored.machine) for label, stored in reports])
+
+
 def side_by_side_markdown(reports: Sequence[tuple[str, Report]]) -> str:
-    """:func:`side_by_side` as Markdown, each report's header first."""
+    """:func:`side_by_side` as Markdown: each report's header first, then what differs
+    between their machines."""
     lines = [f"- `{label}`: {header(stored)}" for label, stored in reports]
+    differ = machines_differ(reports)
+    if differ:
+        lines += ["", "What differs between the machines:", ""]
+        lines += [f"- {line}" for line in differ]
     return "\n".join(lines) + "\n\n" + side_by_side(reports).markdown() + "\n"

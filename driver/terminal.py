@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .record import Report
-from .report import Table, header, side_by_side, tables
+from .report import Table, header, machines_differ, side_by_side, tables
 
 __all__ = ["render", "render_side_by_side"]
 
@@ -44,4 +44,7 @@ def render(report: Report) -> str:
 def render_side_by_side(reports: Sequence[tuple[str, Report]]) -> str:
     """Several reports for a terminal: each one's header, then one table of them all."""
     lines: list[str | Table] = [f"{label}: {header(stored)}" for label, stored in reports]
+    differ = machines_differ(reports)
+    if differ:
+        lines += ["What differs between the machines:", *(f"  {line}" for line in differ)]
     return _console_text([*lines, side_by_side(reports)])

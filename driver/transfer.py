@@ -76,6 +76,8 @@ class Settings:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     digest: str = "none"
     concurrency: int | None = None  # at most this many connections at once; None: all
+    #: Each connection sends for this long, ``size`` capping it; None: ``size`` bytes each.
+    duration: float | None = None
 
     def send_args(self) -> list[str]:
         """These settings as ``nbio send`` options."""
@@ -89,7 +91,9 @@ class Settings:
             "--digest",
             self.digest,
         ]
-        return args + ([] if self.concurrency is None else ["--concurrency", str(self.concurrency)])
+        if self.concurrency is not None:
+            args += ["--concurrency", str(self.concurrency)]
+        return args + ([] if self.duration is None else ["--duration", repr(self.duration)])
 
     @property
     def at_once(self) -> int:
@@ -117,6 +121,8 @@ class Transfer:
     #: How many ``received`` events the server printed (a stored transfer keeps the first
     #: :data:`KEEP_RECEIVED`).
     received_count: int | None = None
+    #: What an outside tool that ran the transfer said of it, whole (iperf3's ``-J``).
+    tool: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Every event, but only the first :data:`KEEP_RECEIVED` ``received`` events: a run
@@ -130,7 +136,8 @@ class Transfer:
             else self.received_count,
             "stopped": _event_json(self.stopped),
         }
-        return data | ({"syscalls": self.syscalls} if self.syscalls else {})
+        data |= {"syscalls": self.syscalls} if self.syscalls else {}
+        return data | ({"tool": self.tool} if self.tool is not None else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Transfer:
@@ -145,6 +152,7 @@ class Transfer:
             stopped,
             dict(data.get("syscalls", {})),
             data.get("received_count"),
+            data.get("tool"),
         )
 
     @property
@@ -230,15 +238,19 @@ def check(transfer: Transfer, settings: Settings) -> list[str]:
         ("client digest", sent.digest, settings.digest),
         ("client chunk size", sent.chunk_size, settings.chunk_size),
         ("client concurrency", sent.concurrency, settings.concurrency),
+        ("client duration", sent.duration, settings.duration),
         ("server digest", listening.digest, settings.digest),
     ]
     problems += [
         f"{what} {got!r} ran, {asked!r} was asked" for what, got, asked in ran if got != asked
     ]
-    expected = settings.size * settings.connections
     counted = sum(r.bytes for r in received)
-    if not sent.bytes == counted == transfer.stopped.bytes == expected:
-        problems.append(f"{expected} bytes asked, {sent.bytes} sent, {counted} counted")
+    if settings.duration is None:
+        expected = settings.size * settings.connections
+        if not sent.bytes == counted == transfer.stopped.bytes == expected:
+            problems.append(f"{expected} bytes asked, {sent.bytes} sent, {counted} counted")
+    elif not sent.bytes == counted == transfer.stopped.bytes > 0:
+        problems.append(f"{settings.duration} s asked, {sent.bytes} bytes sent, {counted} counted")
     if any(r.outcome != "eof" for r in received):
         problems.append("a connection ended " + ", ".join(sorted({r.outcome for r in received})))
     if any(r.sha256 != sent.sha256 for r in received):

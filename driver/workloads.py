@@ -56,7 +56,7 @@ class Workload:
     how its figures are shown."""
 
     name: str
-    size: int  # bytes per connection
+    size: int  # bytes per connection (the most, with a duration)
     what: str  # one line for people
     #: Each run's first figure: the one the ratio to the baseline is of.
     primary: Callable[[Transfer], float]
@@ -69,13 +69,23 @@ class Workload:
     connections: int = 1
     concurrency: int | None = None  # at most this many connections at once; None: all
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    #: Each connection sends for this long (``size`` capping it); None: ``size`` bytes.
+    duration: float | None = None
     #: The figures it shows besides the ones every workload has.
     more: Callable[[Figures, Sequence[Transfer]], Figures] = _no_more
 
-    @property
-    def headers(self) -> tuple[str, ...]:
+    #: Whether a row of it should fill a ``--link`` (a byte stream does; churn's
+    #: connections are bounded by round trips, not by the rate).
+    fills_link: bool = True
+
+    def view(self, link: bool = False) -> tuple[Column, ...]:
+        """The columns between ``impl``/``loop`` and ``LOC``: over loopback its own; over a
+        ``--link`` the same for every workload, ranked on CPU (see :func:`link_columns`)."""
+        return link_columns(self) if link else self.columns
+
+    def headers(self, link: bool = False) -> tuple[str, ...]:
         """Every column header of its table."""
-        return ("impl", "loop", *(c.header for c in self.columns), "LOC")
+        return ("impl", "loop", *(c.header for c in self.view(link)), "LOC")
 
 
 # --- what a run's figure is ------------------------------------------------------------
@@ -145,6 +155,63 @@ def _memory(r: Figures) -> str:
     )
 
 
+def _per_unit(workload: Workload, value: Spread | None) -> str:
+    """CPU seconds per GiB; per connection, in milliseconds."""
+    if workload.per is CONNECTION:
+        return spread(None if value is None else value.scaled(1000), 3)
+    return spread(value)
+
+
+def _reached(workload: Workload, r: Figures) -> str:
+    """The row's first figure and how much of the link's rate its bytes took: a byte
+    stream below 90 % (the payload's ceiling is about 96 % at MTU 1500) could not keep up."""
+    if r.link_percent is None:
+        return spread(r.primary, 0)
+    share = f"{r.link_percent.median:.0f} % of link"
+    if workload.fills_link and r.link_percent.median < 90:
+        share += ", could not keep up"
+    return f"{spread(r.primary, 0)}; {share}"
+
+
+def link_columns(workload: Workload) -> tuple[Column, ...]:
+    """The columns of a ``--link`` run, whatever the workload: every row runs at the
+    link's rate, so what separates them is what each side spends to keep up (netperf's
+    "service demand"): CPU per unit and its ratio to the baseline's, waits, bytes per read
+    and loop delay."""
+    unit = "ms/connection" if workload.per is CONNECTION else f"s/{workload.per.name}"
+    return (
+        Column(
+            f"{workload.label} median (min–max); share of the link",
+            lambda r: _reached(workload, r),
+        ),
+        Column(
+            "CPU × blocking client, median of pairs (min–max)", lambda r: spread(r.client_cpu_ratio)
+        ),
+        Column(
+            "CPU × blocking server, median of pairs (min–max)", lambda r: spread(r.server_cpu_ratio)
+        ),
+        Column(
+            f"CPU {unit} client, median (min–max)",
+            lambda r: _per_unit(workload, r.client_cpu_s_per_unit),
+        ),
+        Column(
+            f"CPU {unit} server, median (min–max)",
+            lambda r: _per_unit(workload, r.server_cpu_s_per_unit),
+        ),
+        Column(
+            f"waits/{workload.per.name} c/s, medians",
+            lambda r: _pair(
+                r.client_waits_per_unit,
+                r.server_waits_per_unit,
+                1 if workload.per is CONNECTION else 0,
+            ),
+        ),
+        Column("KiB per read, server, median", lambda r: number(r.server_kib_per_read, 1)),
+        CLIENT_DELAY,
+        SERVER_DELAY,
+    )
+
+
 def _kib_per_connection(figures: Figures, transfers: Sequence[Transfer]) -> Figures:
     """How far the server grew over its ``listening`` size, per connection served."""
     grown = [
@@ -173,8 +240,12 @@ WORKLOADS = {
     for w in (
         Workload(
             "stream",
-            256 * MIB,
-            what="one connection, a big payload: the kernel's copies",
+            64 * 1024 * MIB,
+            # At 4-9 GB/s a 256 MiB stream lasted 55 ms: 3 to 8 ticks, no p99 of the loop
+            # delay, and a few wake-ups decided the figure. 1.2 s gives each side 100 ticks
+            # and more on any machine; 64 GiB only caps it.
+            duration=1.2,
+            what="one connection, a big payload for 1.2 s: the kernel's copies",
             primary=mb_per_s,
             label="MB/s",
             chart_title="throughput, server-measured (MB/s, median, min–max)",
@@ -221,13 +292,17 @@ WORKLOADS = {
         Workload(
             "churn",
             4 * 1024,
-            connections=10_000,
+            # 10,000 a run made churn alone 374 s of an 11-minute --workload all; a rate of
+            # 2,000 to 12,000 a second is steady well within 2,500 (and its p99 has 25
+            # connections above it).
+            connections=2_500,
             concurrency=50,
-            what="10,000 connections of 4 KiB, 50 at a time: what a connection's life costs",
+            what="2,500 connections of 4 KiB, 50 at a time: what a connection's life costs",
             primary=connections_per_s,
             label="connections/s",
             chart_title="connections/s, server-measured (median, min–max)",
             per=CONNECTION,
+            fills_link=False,
             columns=(
                 Column("connections/s, server, median (min–max)", lambda r: spread(r.primary, 0)),
                 RATIO,

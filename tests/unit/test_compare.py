@@ -79,26 +79,25 @@ class FakeBench:
 def _run(bench: FakeBench, seed: int = 1, repeat: int = 3) -> record.Report:
     settings = record.CompareSettings(size=GIB, seed=seed, repeat=repeat)
     chosen = [Target("asyncio-streams"), Target("twisted"), BLOCKING]
-    return compare.run(settings, chosen, transfer=bench)
+    return compare.run(settings, chosen, transfer=bench, kernel=False)
 
 
 SPEEDS = {"asyncio-streams": 2000.0, "twisted": 1000.0, "blocking": 1000.0, REFERENCE: 4000.0}
 
 
-def test_every_row_is_verified_then_warmed_up_then_timed_beside_the_baseline() -> None:
-    """Verification (sha256; the reference hashes nothing) comes first for every row, then
-    one warm-up each with the run's settings, then rounds in which every run of a target
-    directly follows a run of the baseline, and is paired with it."""
+def test_every_row_is_verified_then_timed_beside_the_baseline() -> None:
+    """Verification (sha256; the reference hashes nothing) comes first for every row, and
+    is its warm-up too; then rounds in which every run of a target directly follows a run
+    of the baseline, and is paired with it. Rows whose ratios agree get two rounds."""
     bench = FakeBench(SPEEDS)
     measured = _run(bench)
-    verify, warm, timed = bench.calls[:4], bench.calls[4:8], bench.calls[8:]
+    verify, timed = bench.calls[:4], bench.calls[4:]
     hashed = [("asyncio-streams", "sha256"), ("twisted", "sha256"), ("blocking", "sha256")]
     assert sorted(verify) == sorted([*hashed, (REFERENCE, "none")])
-    assert sorted(impl for impl, _ in warm) == sorted(SPEEDS)
-    assert all(digest == "none" for _, digest in warm + timed)
-    assert [impl for impl, _ in timed[::2]] == ["blocking"] * 9  # 3 rounds of 3 targets
+    assert all(digest == "none" for _, digest in timed)
+    assert [impl for impl, _ in timed[::2]] == ["blocking"] * 6  # 2 rounds of 3 targets
     assert sorted(impl for impl, _ in timed[1::2]) == sorted(
-        ["asyncio-streams", "twisted", REFERENCE] * 3
+        ["asyncio-streams", "twisted", REFERENCE] * 2
     )
     baseline = {run.seq for run in measured.rows[2].runs}
     for row in measured.rows:
@@ -106,6 +105,27 @@ def test_every_row_is_verified_then_warmed_up_then_timed_beside_the_baseline() -
         if row.target != BLOCKING:
             assert [run.paired_with for run in row.runs] == [run.seq - 1 for run in row.runs]
             assert {run.paired_with for run in row.runs} <= baseline
+    assert measured.settings.min_rounds == compare.MIN_ROUNDS == 2
+    assert "up to 3 for rows whose ratios" in report.header(measured)
+
+
+def test_only_rows_whose_ratios_disagree_get_more_rounds() -> None:
+    """After two rounds, a row whose two ratios to the baseline differ by more than 10 %
+    of their median runs again (up to --repeat); rows that agree do not, and the header
+    names the rows that got more."""
+    swing = itertools.cycle([1000.0, 1500.0])
+
+    def swinging(server: Target, client: Target, settings: Settings) -> Transfer:
+        speed = next(swing) if server.impl == "twisted" else SPEEDS[server.impl]
+        return _events(settings.size, speed)
+
+    settings = record.CompareSettings(size=GIB, seed=5, repeat=4)
+    chosen = [Target("asyncio-streams"), Target("twisted"), BLOCKING]
+    measured = compare.run(settings, chosen, transfer=swinging, reference=False)
+    runs = {row.target.impl: len(row.runs) for row in measured.rows}
+    assert runs["asyncio-streams"] == 2
+    assert runs["twisted"] == 4
+    assert "(twisted 4)" in report.header(measured)
 
 
 def test_the_seed_repeats_the_order_and_a_new_seed_changes_it() -> None:
@@ -149,7 +169,9 @@ def test_ratios_are_medians_of_neighbouring_pairs() -> None:
         return _events(settings.size, SPEEDS[server.impl] / slower)
 
     settings = record.CompareSettings(size=GIB, seed=3, repeat=3)
-    measured = compare.run(settings, [Target("asyncio-streams"), BLOCKING], transfer=drifting)
+    measured = compare.run(
+        settings, [Target("asyncio-streams"), BLOCKING], transfer=drifting, kernel=False
+    )
     rows = {r.target.impl: r for r in figures.reduce(measured)}
     ratio = rows["asyncio-streams"].ratio
     assert ratio is not None
@@ -185,7 +207,7 @@ def test_reduction_gives_medians_spreads_cpu_and_memory_growth() -> None:
     assert row.client_cpu_s_per_unit.median == pytest.approx(seconds)
     assert (row.client_rss_mib, row.client_growth_mib) == (22.0, 2.0)
     assert (row.server_rss_mib, row.server_growth_mib) == (11.0, 1.0)
-    assert row.client_delay == figures.Delay(ticks=300, early=3, p50=0.1, p99=1.0, max=2.0)
+    assert row.client_delay == figures.Delay(ticks=300, early=2, p50=0.1, p99=1.0, max=2.0)
 
 
 def test_few_ticks_show_the_max_alone_and_none_say_so() -> None:
@@ -202,7 +224,7 @@ def test_markdown_names_each_statistic_and_the_seed() -> None:
     markdown = report.to_markdown(measured)
     assert "seed 42" in markdown and "`--seed 42`" in markdown
     header = markdown.splitlines()[2]
-    assert header.count("|") == len(WORKLOADS["stream"].headers) + 1
+    assert header.count("|") == len(WORKLOADS["stream"].headers()) + 1
     assert "median (min–max)" in header and "median of pairs" in header
     assert "| asyncio-streams | default | 2000 (2000–2000) | 2.00 (2.00–2.00) |" in markdown
 
@@ -309,7 +331,7 @@ def test_churn_and_many_reduce_to_their_own_figures() -> None:
     assert fast.client_waits_per_unit == 4 and fast.server_waits_per_unit == 2
     many = figures.reduce(record.Report({}, replace(settings, workload="many"), rows))
     assert many[1].server_kib_per_connection == 1.0
-    assert len(WORKLOADS["churn"].headers) == len(report.cells(fast, "churn"))
+    assert len(WORKLOADS["churn"].headers()) == len(report.cells(fast, "churn"))
 
 
 STRACE_C = """\
@@ -343,3 +365,20 @@ def test_syscalls_are_per_gib_minus_the_tiny_transfer() -> None:
         record.Row(BLOCKING, "s", traced_error="strace not installed"), CONNECTION
     )
     assert missing == figures.Syscalls("connection", error="strace not installed")
+
+
+def test_without_iperf3_the_report_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where iperf3 is not installed, a stream run has no row of it, and its header says
+    why; where it is, the row runs in the same rounds as every other."""
+    monkeypatch.setattr(compare.iperf, "missing", lambda: "iperf3 not installed")
+    settings = record.CompareSettings(size=GIB, seed=1, repeat=2)
+    measured = compare.run(settings, [BLOCKING], transfer=FakeBench(SPEEDS))
+    assert {row.target.impl for row in measured.rows} == {"blocking", REFERENCE}
+    assert "Note: iperf3 not installed: no row of the kernel's own figure." in report.header(
+        measured
+    )
+    monkeypatch.setattr(compare.iperf, "missing", lambda: None)
+    measured = compare.run(settings, [BLOCKING], transfer=FakeBench(SPEEDS | {"iperf3": 9e3}))
+    (row,) = [row for row in measured.rows if row.target.impl == "iperf3"]
+    assert row.verified == "bytes" and len(row.runs) == 2 and row.loc == 0
+    assert report.cells(figures.reduce(measured)[-1])[-1] == "-"

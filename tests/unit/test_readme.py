@@ -11,7 +11,9 @@ from nbio import record, report
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE_LINK = re.compile(r"\[`([^`]+)`\]\(([^)#\s]+)#L(\d+)\)")
-FILE_LINK = re.compile(r"\]\(((?:\.\./)?(?:driver|common|edge|tests|walk|docs|[a-z]+_impl)/[^)#\s]*)\)")
+FILE_LINK = re.compile(
+    r"\]\(((?:\.\./)?(?:driver|common|edge|tests|walk|docs|[a-z]+_impl)/[^)#\s]*)\)"
+)
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: A rendered report: ``<!-- nbio report PATH [PATH ...] -->``, its Markdown (several: side
 #: by side), ``<!-- /nbio report -->``.
