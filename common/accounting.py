@@ -99,13 +99,18 @@ class SendAccount(ByteAccount):
     :attr:`handed_to_kernel`.
     """
 
-    __slots__ = ("buffered", "connect_at", "partial")
+    __slots__ = ("buffered", "connect_at", "partial", "tls")
 
     def __init__(self, digest: str = "none") -> None:
         super().__init__(digest)
         self.buffered = 0
         self.partial = 0
         self.connect_at: float | None = None  # when the client began to connect
+        self.tls: tuple[str | None, str | None] | None = None  # TLS version and cipher
+
+    def secured(self, version: str | None, cipher: str | None) -> None:
+        """The TLS handshake agreed on ``version`` and ``cipher``."""
+        self.tls = (version, cipher)
 
     def connecting(self, now: float) -> None:
         """The client begins to connect, at ``now``: the start of this connection's latency

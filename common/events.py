@@ -25,6 +25,8 @@ __all__ = [
     "MAX_CONNECTIONS",
     "RESET",
     "TIMEOUT",
+    "TLS_FAILED",
+    "TRUNCATED",
     "AcceptPaused",
     "AcceptResumed",
     "Error",
@@ -46,9 +48,13 @@ RESET = "reset"  # the client reset the connection (RST)
 TIMEOUT = "timeout"  # the client sent nothing for too long
 ABORTED = "aborted"  # the server shut down before the client finished
 ERROR = "error"  # any other socket error
+#: TLS: the connection ended without the peer's close_notify, so what came may be cut
+#: short by anyone who can send a FIN (a truncation attack): never counted as ``eof``.
+TRUNCATED = "truncated"
 
 # Why a connection was rejected.
 MAX_CONNECTIONS = "max connections"  # --max-connections were open
+TLS_FAILED = "TLS handshake failed"  # the peer spoke no TLS, or not ours
 
 
 def _rate(count: int, seconds: float) -> str:
@@ -101,10 +107,18 @@ class Listening(_Readable):
     digest: str = "none"
     tune: dict[str, int] = field(default_factory=dict)
     rss_kib: int = 0
+    mode: str = "sink"  # or "echo"
+    tls: bool = False
+    #: With a throwaway certificate (``serve --tls`` without files): the CA that signed it,
+    #: for ``send --ca``.
+    tls_ca: str | None = None
 
     def text(self) -> str:
+        tls = " over TLS" + (f" (CA {self.tls_ca})" if self.tls_ca else "") if self.tls else ""
+        echo = ", echoing" if self.mode == "echo" else ""
         return (
-            f"{self.impl} listening on {self.host}:{self.port} ({self.loop} loop: {self.loop_impl})"
+            f"{self.impl} listening on {self.host}:{self.port} ({self.loop} loop: "
+            f"{self.loop_impl}){echo}{tls}"
         )
 
 
@@ -131,12 +145,16 @@ class Received(_Readable):
     waits_at_first_byte: int | None = None
     waits_at_end: int | None = None
     reads: int = 0  # the reads that brought its bytes, as the framework handed them over
+    bytes_out: int | None = None  # echo mode: the bytes written back
+    tls_version: str | None = None  # TLS: what the handshake agreed ("TLSv1.3")
+    tls_cipher: str | None = None
 
     def text(self) -> str:
         digest = f" sha256 {self.sha256}" if self.sha256 else ""
+        echoed = "" if self.bytes_out is None else f", {self.bytes_out} echoed"
         return (
             f"{self.peer}: {self.outcome}, {self.bytes} bytes ({human_size(self.bytes)}) in "
-            f"{self.seconds:.3f} s, {_rate(self.bytes, self.seconds)}{digest}"
+            f"{self.seconds:.3f} s, {_rate(self.bytes, self.seconds)}{echoed}{digest}"
         )
 
 
@@ -208,6 +226,10 @@ class Stopped(_Readable):
     waits_at_end: int | None = None
     loop_delay: DelayStats = field(default_factory=lambda: DelayStats(ticks=0))
     reads: int = 0  # the sum of its connections' reads
+    bytes_out: int | None = None  # echo mode: the sum of what its connections wrote back
+    #: Events that could not be written (stdout not read, past the bound held): see
+    #: ``accept_paused`` with reason "output not read".
+    dropped_events: int = 0
 
     def text(self) -> str:
         outcomes = ", ".join(f"{count} {name}" for name, count in sorted(self.outcomes.items()))
@@ -254,9 +276,31 @@ class Sent(_Readable):
     concurrency: int | None = None  # at most this many connections at once; None: all
     latency: Percentiles | None = None  # connect to the sink's close, per connection (ms)
     duration: float | None = None  # each connection sent for this long (--duration)
+    mode: str = "sink"  # or "echo": requests and their answers
+    tls_version: str | None = None  # TLS: what the handshake agreed ("TLSv1.3")
+    tls_cipher: str | None = None
+    #: Echo: each request's message size and how many, per connection; the rate it was
+    #: paced at (open loop), or None (closed loop: each waits for the answer before).
+    message_size: int | None = None
+    requests: int | None = None
+    rate: float | None = None
+    #: Echo: every answered request's latency (ms), from its send, or from its scheduled
+    #: time with a rate; the requests answered per second over the span; and the whole
+    #: HdrHistogram of latencies in µs (its base64 encoding), to merge or read again.
+    request_latency: Percentiles | None = None
+    requests_per_s: float | None = None
+    histogram: str | None = None
 
     def text(self) -> str:
         digest = f" sha256 {self.sha256}" if self.sha256 else ""
+        if self.request_latency is not None:
+            lat = self.request_latency
+            return (
+                f"{lat.count} requests of {self.message_size} bytes over {self.connections} "
+                f"connection(s) in {self.seconds:.3f} s, {self.requests_per_s or 0:.0f}/s; "
+                f"latency ms p50 {lat.p50_ms} p99 {lat.p99_ms} p99.9 {lat.p999_ms} max "
+                f"{lat.max_ms}; loop delay {self.loop_delay.text()}"
+            )
         return (
             f"sent {self.bytes} bytes ({human_size(self.bytes)}) over {self.connections} "
             f"connection(s) in {self.seconds:.3f} s, {_rate(self.bytes, self.seconds)}; "
@@ -281,7 +325,7 @@ Event = Listening | Received | Rejected | AcceptPaused | AcceptResumed | Stopped
 
 
 #: Fields that hold :class:`Percentiles` or None: ``NAME_ms`` and ``NAME_count`` either way.
-_DISTRIBUTIONS = frozenset({"latency"})
+_DISTRIBUTIONS = frozenset({"latency", "request_latency"})
 #: Every event by its ``"event"`` name.
 EVENTS: dict[str, type[Event]] = {
     kind.event: kind

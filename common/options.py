@@ -18,8 +18,15 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PORT",
+    "ECHO",
+    "MODES",
+    "SINK",
+    "STALL_TIMEOUT",
+    "ClientTls",
+    "Echo",
     "SendOptions",
     "ServeOptions",
+    "ServerTls",
     "at_once",
 ]
 
@@ -33,6 +40,46 @@ DEFAULT_MAX_CONNECTIONS = 4096
 #: turn (which a sink does only once it has read everything, up to the EOF): until then a
 #: transfer is not ``sent``.
 CLOSE_TIMEOUT = 30.0
+#: Seconds a client waits for progress (the kernel taking a byte; in echo mode, an answer
+#: coming back) before it gives up: a peer that never reads never holds it forever.
+STALL_TIMEOUT = 30.0
+
+#: What a server does with what it reads: count and drop it (RFC 863 Discard, the talk's
+#: program), or write every byte back (RFC 862 Echo: request and response).
+SINK = "sink"
+ECHO = "echo"
+MODES = (SINK, ECHO)
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A server's certificate and key (PEM files), and the CA that signed them if nbio
+    made them (``serve --tls`` without files: a throwaway CA, said in ``listening``)."""
+
+    certfile: str
+    keyfile: str
+    cafile: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """What a client trusts (a CA's PEM file; None: the system's) and the name it expects
+    the server's certificate to carry."""
+
+    cafile: str | None = None
+    server_hostname: str = "localhost"
+
+
+@dataclass(frozen=True)
+class Echo:
+    """What an echo client asks: ``requests`` messages of ``message_size`` bytes on each
+    connection, each read back whole before the next (closed loop), or one every
+    ``1 / rate`` seconds whatever the answers do (open loop: latency from the schedule)."""
+
+    message_size: int
+    requests: int
+    rate: float | None = None
+
 
 S = TypeVar("S", bound=Sink)
 
@@ -50,6 +97,8 @@ class ServeOptions:
     idle_timeout: float | None = None  # close a connection silent for this long
     max_connections: int | None = DEFAULT_MAX_CONNECTIONS
     tune: tuple[tuple[str, int], ...] = ()  # knobs the CLI set before serving (--tune)
+    mode: str = SINK  # or ECHO: write back every byte read
+    tls: ServerTls | None = None
 
     @overload
     def sink(self, delay: LoopDelay, emit: Callable[[Event], None]) -> Sink: ...
@@ -61,12 +110,28 @@ class ServeOptions:
         self, delay: LoopDelay, emit: Callable[[Event], None], kind: type[Sink] = Sink
     ) -> Sink:
         """The framework-free state of a server with these options (a ``kind`` of Sink)."""
-        return kind(self.digest, delay, emit, self.max_connections, self.idle_timeout)
+        return kind(
+            self.digest,
+            delay,
+            emit,
+            self.max_connections,
+            self.idle_timeout,
+            echo=self.mode == ECHO,
+        )
 
     def listening(self, port: int, loop_impl: str) -> Listening:
         """The ``listening`` event of a server with these options, on ``port``."""
         return Listening(
-            self.impl, self.loop, self.host, port, loop_impl, self.digest, dict(self.tune)
+            self.impl,
+            self.loop,
+            self.host,
+            port,
+            loop_impl,
+            self.digest,
+            dict(self.tune),
+            mode=self.mode,
+            tls_ca=self.tls.cafile if self.tls else None,
+            tls=self.tls is not None,
         )
 
 
@@ -89,6 +154,10 @@ class SendOptions:
     close_timeout: float = CLOSE_TIMEOUT
     #: At most this many connections open at once (each starts when one ends); None: all.
     concurrency: int | None = None
+    stall_timeout: float = STALL_TIMEOUT
+    #: Request and response instead of a one-way stream (the payload gives the messages).
+    echo: Echo | None = None
+    tls: ClientTls | None = None
 
     @property
     def at_once(self) -> int:

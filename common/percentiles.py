@@ -29,12 +29,15 @@ def nearest_rank(ordered: Sequence[float], percent: float) -> float:
 @dataclass(frozen=True)
 class Percentiles:
     """``count`` measurements as p50, p99 and max, in milliseconds; no p99 below
-    :data:`MIN_COUNT_FOR_P99` of them."""
+    :data:`MIN_COUNT_FOR_P99` of them. A request's latencies, from a histogram, carry p90
+    and p99.9 too."""
 
     count: int
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
+    p90_ms: float | None = None
+    p999_ms: float | None = None
 
     @classmethod
     def of_seconds(cls, seconds: Sequence[float]) -> Percentiles | None:

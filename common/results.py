@@ -8,13 +8,22 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .accounting import SendAccount, process_usage
+from .echo import Requests, latency_of
 from .loopdelay import DelayStats
 from .percentiles import Percentiles
 
-__all__ = ["CloseTimeout", "SendFailed", "SendResult", "error_text", "signal_name"]
+__all__ = [
+    "CloseTimeout",
+    "SendFailed",
+    "SendResult",
+    "StallTimeout",
+    "error_text",
+    "signal_name",
+]
 
 
 @dataclass(frozen=True)
@@ -32,20 +41,37 @@ class SendResult:
     cpu_s: float = 0.0
     waits: int = 0  # voluntary context switches over that span: the times it slept
     latency: Percentiles | None = None  # each connection's connect-to-close
+    #: Echo: every request's latency, and their histogram (base64, see common.echo).
+    request_latency: Percentiles | None = None
+    histogram: str | None = None
+    #: TLS: what the handshake agreed ("TLSv1.3", "TLS_AES_256_GCM_SHA384").
+    tls_version: str | None = None
+    tls_cipher: str | None = None
 
     @classmethod
-    def from_accounts(cls, accounts: list[SendAccount], loop_delay: DelayStats) -> SendResult:
+    def from_accounts(
+        cls,
+        accounts: list[SendAccount],
+        loop_delay: DelayStats,
+        requests: Sequence[Requests] = (),
+    ) -> SendResult:
         """Sum the connections of one transfer, once every connection has closed (each
         client calls ``account.end()`` when its close completes; one that did not ends
-        now). Every connection sent the same payload, so their digests must agree."""
+        now). Every connection sent the same payload, so their digests must agree; an
+        echo client's ``requests`` give the latency of every request."""
         now = time.monotonic()
         cpu_now, waits_now = process_usage()
         digests = {account.sha256 for account in accounts}
         if len(digests) > 1:
             raise SendFailed("connections sent different bytes", sum(a.bytes for a in accounts))
         sent = [a for a in accounts if a.first_byte_at is not None]
+        tls = next((a.tls for a in accounts if a.tls is not None), (None, None))
         if not sent:
-            return cls(0, digests.pop() if digests else None, 0.0, len(accounts), loop_delay)
+            return cls(
+                0, digests.pop() if digests else None, 0.0, len(accounts), loop_delay,
+                tls_version=tls[0], tls_cipher=tls[1],
+            )  # fmt: skip
+        request_latency, histogram = latency_of(requests) if requests else (None, None)
         first_byte_at = min(a.first_byte_at for a in sent if a.first_byte_at is not None)
         ended_at = max(now if a.ended_at is None else a.ended_at for a in sent)
         cpu_start = min(a.cpu_at_first_byte for a in sent if a.cpu_at_first_byte is not None)
@@ -63,6 +89,10 @@ class SendResult:
             cpu_s=cpu_end - cpu_start,
             waits=waits_end - waits_start,
             latency=Percentiles.of_seconds([a.latency for a in accounts if a.latency is not None]),
+            request_latency=request_latency,
+            histogram=histogram,
+            tls_version=tls[0],
+            tls_cipher=tls[1],
         )
 
 
@@ -72,6 +102,14 @@ class CloseTimeout(TimeoutError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"no close from the sink within {seconds:g} s of the last byte")
+
+
+class StallTimeout(TimeoutError):
+    """No progress for ``stall_timeout`` seconds: the kernel took no byte (the peer stopped
+    reading, or never accepted), or, in echo mode, no answer came."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no progress for {seconds:g} s: the peer took no byte")
 
 
 class SendFailed(Exception):
@@ -105,7 +143,7 @@ def error_text(exc: BaseException) -> str:
         return "connection reset by peer"
     if isinstance(exc, BrokenPipeError):
         return "connection closed by peer (broken pipe)"
-    if isinstance(exc, CloseTimeout):
+    if isinstance(exc, CloseTimeout | StallTimeout):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"

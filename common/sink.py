@@ -57,22 +57,50 @@ def out_of_resources(exc: BaseException | None) -> bool:
 class Connection:
     """One live sink connection."""
 
-    __slots__ = ("_abort", "account", "active_at", "forced", "mark", "peer")
+    __slots__ = (
+        "_abort",
+        "account",
+        "active_at",
+        "bytes_out",
+        "forced",
+        "mark",
+        "peer",
+        "tls_cipher",
+        "tls_version",
+    )
 
     def __init__(
-        self, peer: str, digest: str, mark: int, abort: Callable[[], None], now: float
+        self,
+        peer: str,
+        digest: str,
+        mark: int,
+        abort: Callable[[], None],
+        now: float,
+        echo: bool = False,
     ) -> None:
         self.peer = peer
         self.account = ByteAccount(digest)
         self.mark = mark
         self.active_at = now  # the last time it sent anything (or opened)
         self.forced: str | None = None  # the outcome we imposed by closing it ourselves
+        self.bytes_out: int | None = 0 if echo else None  # echo mode: bytes written back
+        self.tls_version: str | None = None
+        self.tls_cipher: str | None = None
         self._abort = abort
 
     def feed(self, data: Buffer, now: float) -> None:
         """Count bytes just read."""
         self.account.feed(data, now)
         self.active_at = now
+
+    def echoed(self, count: int) -> None:
+        """Count bytes written back (echo mode), once the framework took them."""
+        if self.bytes_out is not None:
+            self.bytes_out += count
+
+    def secured(self, version: str | None, cipher: str | None) -> None:
+        """The TLS handshake agreed on ``version`` and ``cipher``."""
+        self.tls_version, self.tls_cipher = version, cipher
 
     def abort(self, outcome: str = ABORTED) -> None:
         """Close this connection now; it will end with ``outcome`` whatever its edge sees
@@ -92,8 +120,10 @@ class Sink:
         emit: Callable[[Event], None],
         max_connections: int | None = None,
         idle_timeout: float | None = None,
+        echo: bool = False,
     ) -> None:
         self.digest = digest
+        self.echo = echo  # connections write back what they read
         self.delay = delay
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -101,6 +131,7 @@ class Sink:
         self._live: dict[Connection, None] = {}  # insertion-ordered set
         self._outcomes: Counter[str] = Counter()
         self._bytes = 0
+        self._bytes_out = 0
         self._reads = 0
         self._rejected = 0
         self._idle: list[Callable[[], None]] = []
@@ -129,7 +160,7 @@ class Sink:
         if self.max_connections is not None and len(self._live) >= self.max_connections:
             self.reject(peer, MAX_CONNECTIONS)
             return None
-        connection = Connection(peer, self.digest, self.delay.mark(), abort, now)
+        connection = Connection(peer, self.digest, self.delay.mark(), abort, now, self.echo)
         if not self._live:  # a busy period begins
             self._busy_mark = connection.mark
         self._live[connection] = None
@@ -182,8 +213,13 @@ class Sink:
             waits_at_first_byte=account.waits_at_first_byte,
             waits_at_end=account.waits_at_end if account.first_byte_at is not None else None,
             reads=account.reads,
+            bytes_out=connection.bytes_out,
+            tls_version=connection.tls_version,
+            tls_cipher=connection.tls_cipher,
         )
         self._bytes += account.bytes
+        if connection.bytes_out is not None:
+            self._bytes_out += connection.bytes_out
         self._reads += account.reads
         self._outcomes[outcome] += 1
         self._extend_span(account)
@@ -262,4 +298,5 @@ class Sink:
             waits_at_end=last[2],
             loop_delay=self._busiest,
             reads=self._reads,
+            bytes_out=self._bytes_out if self.echo else None,
         )

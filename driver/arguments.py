@@ -19,6 +19,7 @@ __all__ = [
     "knob",
     "peer_port",
     "port",
+    "positive_number",
     "positive_seconds",
     "seconds",
     "size",
@@ -86,6 +87,13 @@ def positive_seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"seconds must be more than 0: {text!r}")
     return value
+
+
+def positive_number(text: str) -> float:
+    """A number more than 0 (a rate): ``200``, ``0.5``."""
+    if not _SECONDS.fullmatch(text) or not float(text) > 0:
+        raise argparse.ArgumentTypeError(f"not a number more than 0: {text!r}")
+    return float(text)
 
 
 port = bounded("port", 0, 65535, whole)  # 0: a free port, for a server

@@ -8,15 +8,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import signal
 import socket
+import ssl
+import tempfile
 
 from . import interrupts, registry, usage
 from .arguments import UsageError
 from .common.events import Error, Sent
-from .common.options import SendOptions, ServeOptions, at_once
+from .common.options import (
+    ECHO,
+    ClientTls,
+    Echo,
+    SendOptions,
+    ServeOptions,
+    ServerTls,
+    at_once,
+)
 from .common.payload import DEFAULT_CHUNK_SIZE, TALK_SIZE, Payload, PayloadError
+from .common.percentiles import Percentiles
 from .common.results import SendFailed, error_text
 from .output import StdoutGone, out, printer, progress, say, stop_when_stdout_goes, with_usage
 
@@ -65,7 +77,36 @@ def _check_host(host: str) -> None:
 DURATION_CAP = 1 << 50
 
 
-def _payload(args: argparse.Namespace) -> Payload:
+def _echo(args: argparse.Namespace) -> Echo | None:
+    """``--mode echo`` and its options; the echo options without it are bad input (an
+    option that is accepted must act)."""
+    if args.mode != ECHO:
+        asked = [
+            f"--{name.replace('_', '-')}"
+            for name, default in (("message_size", 1024), ("requests", 1000), ("rate", None))
+            if getattr(args, name) != default
+        ]
+        if asked:
+            raise UsageError(f"{', '.join(asked)} needs --mode echo")
+        return None
+    if args.file is not None:
+        raise UsageError("--mode echo sends messages of the pattern, not a --file")
+    return Echo(args.message_size, args.requests, args.rate)
+
+
+def _per_second(latency: Percentiles | None, seconds: float) -> float | None:
+    """Requests answered per second over the client's span."""
+    if latency is None:
+        return None
+    return latency.count / seconds if seconds > 0 else 0.0
+
+
+def _payload(args: argparse.Namespace, echo: Echo | None = None) -> Payload:
+    if echo is not None:  # the messages, one after another: every request's bytes differ
+        if args.size is not None:
+            raise UsageError("--mode echo sends --requests of --message-size: not --size")
+        size = echo.message_size * echo.requests
+        return Payload(size=size, pattern=args.pattern, seed=args.seed, duration=args.duration)
     if args.file is not None:
         if args.size is not None or args.duration is not None:
             raise UsageError("give --size or --duration, or --file, not both: a file is sent whole")
@@ -137,26 +178,76 @@ def run_serve(args: argparse.Namespace) -> int:
     if loop_limit is not None and args.max_connections > loop_limit:
         # select() cannot watch descriptor 1024: refuse beyond that instead of failing.
         args.max_connections = loop_limit
-    options = ServeOptions(
-        impl=found.name,
-        host=args.host,
-        port=args.port,
-        loop=args.loop,
-        digest=args.digest,
-        grace=args.grace,
-        idle_timeout=args.idle_timeout,
-        max_connections=args.max_connections,
-        tune=tuple(args.tune),
-    )
-    implementation = interrupts.load(found)
-    _apply_tune(args.tune)
-    emit = with_usage(stop_when_stdout_goes(printer(args.json, "nbio serve")))
-    try:
-        stopped_by = implementation.serve(options, emit)
-    except OSError as exc:
-        say(f"nbio serve: error: cannot listen on {args.host}:{args.port}: {error_text(exc)}")
-        return 1
+    with tempfile.TemporaryDirectory(prefix="nbio-tls-") as folder:  # a throwaway CA's
+        options = ServeOptions(
+            impl=found.name,
+            host=args.host,
+            port=args.port,
+            loop=args.loop,
+            digest=args.digest,
+            grace=args.grace,
+            idle_timeout=args.idle_timeout,
+            max_connections=args.max_connections,
+            tune=tuple(args.tune),
+            mode=args.mode,
+            tls=_server_tls(args, folder),
+        )
+        implementation = interrupts.load(found)
+        _apply_tune(args.tune)
+        emit = with_usage(stop_when_stdout_goes(printer(args.json, "nbio serve")))
+        try:
+            stopped_by = implementation.serve(options, emit)
+        except OSError as exc:
+            where = f"{args.host}:{args.port}"
+            say(f"nbio serve: error: cannot listen on {where}: {error_text(exc)}")
+            return 1
     return 130 if stopped_by == signal.SIGINT else 0
+
+
+def _server_tls(args: argparse.Namespace, folder: str) -> ServerTls | None:
+    """``--tls``, ``--cert`` and ``--key``: the server's certificate, checked before any
+    framework loads; a throwaway one in ``folder`` with ``--tls`` alone."""
+    if args.cert is None and args.key is None:
+        if not args.tls:
+            return None
+        if importlib.util.find_spec("trustme") is None:
+            raise UsageError(
+                "--tls without --cert makes a throwaway certificate with trustme: "
+                "pip install 'nbio[tls]', or give --cert and --key"
+            )
+        from .edge.tls import throwaway
+
+        return throwaway(folder)
+    if args.cert is None or args.key is None:
+        raise UsageError("give --cert and --key together")
+    tls = ServerTls(certfile=args.cert, keyfile=args.key)
+    from .edge.tls import server_context
+
+    try:
+        server_context(tls)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot use {args.cert!r} and {args.key!r}: {_reason(exc)}") from None
+    return tls
+
+
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """``--tls``, ``--ca`` and ``--server-name``: what the client trusts, checked first."""
+    if not args.tls and args.ca is None:
+        return None
+    tls = ClientTls(cafile=args.ca, server_hostname=args.server_name)
+    from .edge.tls import client_context
+
+    try:
+        client_context(tls)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot use {args.ca!r} as a CA: {_reason(exc)}") from None
+    return tls
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    return error_text(exc)
 
 
 def run_send(args: argparse.Namespace) -> int:
@@ -173,7 +264,8 @@ def run_send(args: argparse.Namespace) -> int:
             f"descriptor 1024): use fewer, or another loop"
         )
     usage.raise_fd_limit()
-    payload = _payload(args)
+    echo = _echo(args)
+    payload = _payload(args, echo)
     options = SendOptions(
         payload=payload,
         host=args.host,
@@ -184,6 +276,9 @@ def run_send(args: argparse.Namespace) -> int:
         chunk_size=DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size,
         close_timeout=args.close_timeout,
         concurrency=args.concurrency,
+        stall_timeout=args.stall_timeout,
+        echo=echo,
+        tls=_client_tls(args),
     )
     implementation = interrupts.load(found)
     _apply_tune(args.tune)
@@ -194,6 +289,7 @@ def run_send(args: argparse.Namespace) -> int:
     chunks = 0
     try:
         total = None if payload.duration is not None else payload.size * connections
+        total = None if echo is not None else total
         with progress(total, enabled=not args.json) as advance:
 
             def count(size: int) -> None:
@@ -227,6 +323,15 @@ def run_send(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         latency=result.latency,
         duration=payload.duration,
+        mode=args.mode,
+        tls_version=result.tls_version,
+        tls_cipher=result.tls_cipher,
+        message_size=echo.message_size if echo else None,
+        requests=echo.requests if echo else None,
+        rate=echo.rate if echo else None,
+        request_latency=result.request_latency,
+        requests_per_s=_per_second(result.request_latency, result.seconds),
+        histogram=result.histogram,
     )
     try:
         emit(sent)

@@ -14,6 +14,9 @@ from .common.options import (
     DEFAULT_HOST,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
+    MODES,
+    SINK,
+    STALL_TIMEOUT,
 )
 from .common.payload import PATTERNS, TALK_SIZE
 
@@ -169,6 +172,22 @@ def build_parser() -> Parser:
         help="close a connection that sends nothing for this long (default: never)",
     )
     serve.add_argument(
+        "--mode",
+        choices=MODES,
+        default=SINK,
+        help="sink: count and drop what is read (RFC 863, the talk's); echo: write every "
+        "byte back, in order, with the framework's own flow control (RFC 862)",
+    )
+    serve.add_argument(
+        "--tls",
+        action="store_true",
+        help="speak TLS 1.3 through the framework's own TLS layer; without --cert and "
+        "--key, with a throwaway CA and certificate for localhost (needs the tls extra), "
+        "the CA's path said in the listening event",
+    )
+    serve.add_argument("--cert", metavar="PEM", default=None, help="the server's certificate")
+    serve.add_argument("--key", metavar="PEM", default=None, help="its private key")
+    serve.add_argument(
         "--max-connections",
         type=arguments.bounded("max connections", 1, MAX_CONNECTIONS, arguments.whole),
         default=DEFAULT_MAX_CONNECTIONS,
@@ -193,6 +212,54 @@ def build_parser() -> Parser:
         help="seed of the random pattern",
     )
     send.add_argument("--file", default=None, help="send this file's bytes instead of a pattern")
+    send.add_argument(
+        "--mode",
+        choices=MODES,
+        default=SINK,
+        help="sink: a one-way stream; echo: requests of --message-size bytes, each read "
+        "back whole and checked (against a server in echo mode)",
+    )
+    send.add_argument(
+        "--message-size",
+        type=arguments.bounded("message size", 1, MAX_CHUNK_SIZE, arguments.size),
+        default=1024,
+        help="echo: bytes per request (default 1KiB)",
+    )
+    send.add_argument(
+        "--requests",
+        type=arguments.bounded("requests", 1, 10**9, arguments.whole),
+        default=1000,
+        help="echo: requests per connection (default %(default)s; with --duration, at most)",
+    )
+    send.add_argument(
+        "--rate",
+        type=arguments.positive_number,
+        default=None,
+        help="echo: send R requests a second per connection on a fixed schedule, whatever "
+        "the answers do, and time each from its schedule (open loop; default: closed loop)",
+    )
+    send.add_argument(
+        "--tls", action="store_true", help="speak TLS 1.3 through the framework's own layer"
+    )
+    send.add_argument(
+        "--ca",
+        metavar="PEM",
+        default=None,
+        help="trust this CA (the server's listening event names its throwaway one); "
+        "implies --tls (default: the system's CAs)",
+    )
+    send.add_argument(
+        "--server-name",
+        default="localhost",
+        help="the name the server's certificate must carry (default %(default)s)",
+    )
+    send.add_argument(
+        "--stall-timeout",
+        type=arguments.positive_seconds,
+        default=STALL_TIMEOUT,
+        help="give up when no byte is taken (or, echoing, none comes back) for this long: "
+        "a peer that never reads cannot hold the client (default %(default)s)",
+    )
     send.add_argument(
         "--close-timeout",
         type=arguments.positive_seconds,

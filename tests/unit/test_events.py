@@ -31,19 +31,21 @@ def test_json_has_the_documented_fields() -> None:
     cases = [
         (
             Listening("asyncio-streams", "default", "127.0.0.1", 1234, "x"),
-            {"event", "impl", "loop", "host", "port", "loop_impl", "digest", "tune", "rss_kib"},
+            {"event", "impl", "loop", "host", "port", "loop_impl", "digest", "tune", "rss_kib"}
+            | {"mode", "tls", "tls_ca"},
         ),
         (
             Received("127.0.0.1:5", 10, None, 0.5, "eof", STATS),
             {"event", "peer", "bytes", "sha256", "seconds", "outcome", *DELAY}
             | {"first_byte_at", "ended_at", "cpu_at_first_byte", "cpu_at_end"}
-            | {"waits_at_first_byte", "waits_at_end", "reads"},
+            | {"waits_at_first_byte", "waits_at_end", "reads"}
+            | {"bytes_out", "tls_version", "tls_cipher"},
         ),
         (
             Stopped(1, 10, {"eof": 1}, 2048, 0.5),
             {"event", "connections", "bytes", "outcomes", "rejected", "peak_rss_kib", "cpu_s"}
             | {"first_byte_at", "ended_at", "cpu_at_first_byte", "cpu_at_end", *DELAY}
-            | {"waits_at_first_byte", "waits_at_end", "reads"},
+            | {"waits_at_first_byte", "waits_at_end", "reads", "bytes_out", "dropped_events"},
         ),
         (Rejected("127.0.0.1:6", 10), {"event", "peer", "open", "reason"}),
         (AcceptPaused("too many open files", 60, 0.1), {"event", "reason", "open", "retry_in"}),
@@ -53,7 +55,9 @@ def test_json_has_the_documented_fields() -> None:
             {"event", "bytes", "sha256", "seconds", "connections", *DELAY}
             | {"digest", "chunk_size", "chunks", "tune", "first_byte_at", "ended_at"}
             | {"cpu_s", "waits", "rss_kib", "peak_rss_kib", "concurrency"}
-            | {"latency_ms", "latency_count", "duration"},
+            | {"latency_ms", "latency_count", "duration", "mode", "tls_version", "tls_cipher"}
+            | {"message_size", "requests", "rate", "request_latency_ms"}
+            | {"request_latency_count", "requests_per_s", "histogram"},
         ),
         (Error("connection refused", 0), {"event", "message", "bytes"}),
     ]
