@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,6 +146,10 @@ def error_text(exc: BaseException) -> str:
         return "connection closed by peer (broken pipe)"
     if isinstance(exc, CloseTimeout | StallTimeout):
         return str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):  # "certificate has expired", ...
+        return f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):  # "wrong version number": the peer speaks no TLS
+        return f"TLS: {(exc.reason or exc.strerror or str(exc)).replace('_', ' ').lower()}"
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, OSError) and exc.errno is not None:
