@@ -7,6 +7,9 @@ read and :meth:`Sink.close` when it ends; its ticker calls :meth:`Sink.expire`, 
 the connections idle for longer than ``--idle-timeout``. Shutdown is :meth:`Sink.when_idle`
 (wait out the grace period) then :meth:`Sink.abort_all`.
 
+When the events are not read (a stdout nobody reads), the sink refuses new connections
+until the reader catches up, the same way (``accept_paused``, reason "output not read").
+
 When ``accept()`` fails for want of resources (descriptors, memory, a thread), the server
 calls :meth:`Sink.accept_failed`, stops accepting for the delay it returns, and tries again:
 the first failure of an episode is reported (``accept_paused``), the delay doubles from
@@ -19,6 +22,7 @@ from __future__ import annotations
 import errno
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from .accounting import Buffer, ByteAccount
 from .events import (
@@ -37,6 +41,8 @@ from .loopdelay import DelayStats, LoopDelay
 __all__ = [
     "ACCEPT_RETRY_FIRST",
     "ACCEPT_RETRY_MOST",
+    "OUTPUT_NOT_READ",
+    "Backlog",
     "Connection",
     "Sink",
     "out_of_resources",
@@ -46,6 +52,16 @@ __all__ = [
 ACCEPT_RETRY_FIRST = 0.1
 ACCEPT_RETRY_MOST = 1.0
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Why connections are refused while the events are not being read.
+OUTPUT_NOT_READ = "output not read"
+
+
+@runtime_checkable
+class Backlog(Protocol):
+    """Where events go, if it can fall behind: the command line's stdout, written by a
+    thread, says when it holds so many that the server should take no new connection."""
+
+    def backlogged(self) -> bool: ...
 
 
 def out_of_resources(exc: BaseException | None) -> bool:
@@ -128,6 +144,7 @@ class Sink:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self._emit = emit
+        self._output = emit if isinstance(emit, Backlog) else None
         self._live: dict[Connection, None] = {}  # insertion-ordered set
         self._outcomes: Counter[str] = Counter()
         self._bytes = 0
@@ -153,7 +170,12 @@ class Sink:
 
     def open(self, peer: str, now: float, abort: Callable[[], None]) -> Connection | None:
         """Start accounting a new connection; ``abort`` closes it at once if asked. Return
-        None if ``max_connections`` are open: the caller resets it, and it is reported."""
+        None if ``max_connections`` are open, or if the events are not being read (the
+        episode said once as ``accept_paused``): the caller resets it, and it is reported."""
+        if self._output is not None and self._output.backlogged():
+            self.accept_failed(OUTPUT_NOT_READ, now, retry_in=0.0)
+            self.reject(peer, OUTPUT_NOT_READ)
+            return None
         if self._paused_at is not None:
             self._emit(AcceptResumed(paused_s=now - self._paused_at, failures=self._failures))
             self._paused_at, self._retry, self._failures = None, ACCEPT_RETRY_FIRST, 0

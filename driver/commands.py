@@ -30,7 +30,16 @@ from .common.options import (
 from .common.payload import DEFAULT_CHUNK_SIZE, TALK_SIZE, Payload, PayloadError
 from .common.percentiles import Percentiles
 from .common.results import SendFailed, error_text
-from .output import StdoutGone, out, printer, progress, say, stop_when_stdout_goes, with_usage
+from .output import (
+    ServerOutput,
+    StdoutGone,
+    out,
+    printer,
+    progress,
+    say,
+    text_of,
+    write_within,
+)
 
 __all__ = ["entry", "run_impls", "run_send", "run_serve"]
 
@@ -194,13 +203,15 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         implementation = interrupts.load(found)
         _apply_tune(args.tune)
-        emit = with_usage(stop_when_stdout_goes(printer(args.json, "nbio serve")))
+        output = ServerOutput(args.json, "nbio serve")
         try:
-            stopped_by = implementation.serve(options, emit)
+            stopped_by = implementation.serve(options, output)
         except OSError as exc:
             where = f"{args.host}:{args.port}"
             say(f"nbio serve: error: cannot listen on {where}: {error_text(exc)}")
             return 1
+        finally:
+            output.close()
     return 130 if stopped_by == signal.SIGINT else 0
 
 
@@ -333,9 +344,12 @@ def run_send(args: argparse.Namespace) -> int:
         requests_per_s=_per_second(result.request_latency, result.seconds),
         histogram=result.histogram,
     )
-    try:
-        emit(sent)
+    done = f"the transfer completed: {sent.bytes} bytes sent"
+    try:  # a stdout nobody reads cannot hold a client that is done
+        if not write_within(text_of(sent, args.json), args.stall_timeout):
+            say(f"nbio send: error: stdout not read for {args.stall_timeout:g} s ({done})")
+            return 1
     except StdoutGone as exc:
-        say(f"nbio send: error: {exc.strerror} (the transfer completed: {sent.bytes} bytes sent)")
+        say(f"nbio send: error: {exc.strerror} ({done})")
         return 1
     return 0

@@ -5,11 +5,13 @@ misbehaves on purpose. No correctness depends on a sleep: waits poll against dea
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -547,3 +549,63 @@ def test_a_sender_whose_server_stopped_gives_up(target: Target, mode: str) -> No
         (ended,) = server.received()
         assert ended["outcome"] in ("reset", "error", "eof"), ended
         server.stop()
+
+
+def _closed_or_refused(port: int) -> str:
+    """Connect, send a little, half-close and wait for the server's answer: ``served``
+    (its close) or ``refused`` (a reset, which can beat connect()'s own return)."""
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=WAIT) as sock:
+            sock.sendall(b"n" * 1024)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
+    except OSError as exc:  # reset, broken pipe, or not connected any more: a reset came
+        if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
+            raise
+        return "refused"
+    return "served"
+
+
+def test_a_server_whose_stdout_is_not_read_serves_on_then_stops(target: Target) -> None:
+    """``nbio serve --json`` whose stdout nobody reads (a 4 KiB pipe, full after a few
+    events): it never freezes. It serves on while it holds its events, then refuses new
+    connections (``accept_paused``, reason "output not read"; each one ``rejected``);
+    SIGTERM stops it at once, and once someone reads, every event it held comes out, the
+    counts of the served and refused connections adding up."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: the smallest pipe the kernel makes
+    args = ["--port", "0", "--tune", "nbio.output.PAUSE_AT=5"]
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(command("serve", target, *args), stdout=write_end, stderr=errors)
+        os.close(write_end)
+        try:
+            first = b""
+            while not first.endswith(b"\n"):  # the listening event alone: nothing else yet
+                first += os.read(read_end, 1)
+            port = json.loads(first)["port"]
+            seen = [_closed_or_refused(port) for _ in range(60)]
+            assert "refused" in seen and seen[0] == "served", seen
+            proc.send_signal(signal.SIGTERM)
+            output = b""
+            while chunk := os.read(read_end, 65536):  # read now: what it held comes out
+                output += chunk
+            assert proc.wait(WAIT) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            os.close(read_end)
+        errors.seek(0)
+        assert "Traceback" not in errors.read()
+    events = [json.loads(line) for line in output.splitlines()]
+    kinds = [event["event"] for event in events]
+    paused = [e for e in events if e["event"] == "accept_paused"]
+    assert paused and paused[0]["reason"] == "output not read", kinds
+    refused = [e for e in events if e["event"] == "rejected"]
+    assert all(e["reason"] == "output not read" for e in refused)
+    stopped = events[-1]
+    assert stopped["event"] == "stopped" and stopped["dropped_events"] == 0
+    assert stopped["connections"] == kinds.count("received") == seen.count("served")
+    assert stopped["rejected"] == len(refused) == seen.count("refused")
