@@ -132,23 +132,34 @@ def _payload(args: argparse.Namespace, echo: Echo | None = None) -> Payload:
     return Payload(size=size, pattern=args.pattern, seed=args.seed, duration=args.duration)
 
 
+def knob_owner(path: str, value: int) -> tuple[object, str]:
+    """The module or class that holds the ``--tune`` knob ``path``, and the attribute's
+    name: an existing whole-number attribute, to be set to a size or a count, so 1 or
+    more (a read size of 0 would end every connection at its first read). Raises
+    UsageError otherwise; ``nbio compare --variant`` asks before it measures anything."""
+    owner_path, _, attribute = path.rpartition(".")
+    module_path, owner = owner_path, None
+    attributes: list[str] = []
+    while owner is None and module_path:
+        try:
+            owner = importlib.import_module(module_path)
+        except ImportError:
+            module_path, _, name = module_path.rpartition(".")
+            attributes.insert(0, name)
+    for name in attributes:
+        owner = getattr(owner, name, None)
+    current = getattr(owner, attribute, None)
+    if owner is None or not isinstance(current, int) or isinstance(current, bool):
+        raise UsageError(f"knob {path}: no such whole-number attribute")
+    if value < 1:
+        raise UsageError(f"knob {path}: it sets a size or a count: 1 or more, not {value}")
+    return owner, attribute
+
+
 def _apply_tune(knobs: list[tuple[str, int]]) -> None:
-    """Set each ``--tune`` knob: an existing whole-number attribute of a module or class."""
+    """Set each ``--tune`` knob (see :func:`knob_owner`)."""
     for path, value in knobs:
-        owner_path, _, attribute = path.rpartition(".")
-        module_path, owner = owner_path, None
-        attributes: list[str] = []
-        while owner is None and module_path:
-            try:
-                owner = importlib.import_module(module_path)
-            except ImportError:
-                module_path, _, name = module_path.rpartition(".")
-                attributes.insert(0, name)
-        for name in attributes:
-            owner = getattr(owner, name, None)
-        current = getattr(owner, attribute, None)
-        if owner is None or not isinstance(current, int) or isinstance(current, bool):
-            raise UsageError(f"--tune {path}: no such whole-number attribute")
+        owner, attribute = knob_owner(path, value)
         setattr(owner, attribute, value)
 
 

@@ -11,12 +11,14 @@ import importlib.util
 import json
 import os
 import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import registry, workloads
 from .arguments import UsageError
 from .commands import entry
 from .common.payload import TALK_SIZE
+from .common.results import error_text
 from .common.sizes import human_size
 from .output import out, progress, say
 from .transfer import Settings, Target, TransferFailed
@@ -116,12 +118,19 @@ def _names(text: str | None, known: set[str], what: str) -> list[str] | None:
 
 
 def _check_variant(variant: Target) -> None:
+    """A ``--variant`` row runs: its implementation and loop are installed, and each knob
+    names an attribute that exists (importing its module here, before anything is
+    measured, not in the row's processes, where it would fail every run)."""
+    from .commands import knob_owner
+
     try:
         found = registry.get(variant.impl)
     except registry.UnknownImplementation as exc:
         raise UsageError(str(exc)) from None
     if variant.loop not in found.available_loops():
         raise UsageError(f"{variant.impl} has no loop {variant.loop!r} installed here")
+    for path, value in variant.tune:
+        knob_owner(path, value)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -135,7 +144,10 @@ def run_compare(args: argparse.Namespace) -> int:
     loops = None if every_loop else _names(args.loops, known_loops, "loop") or ["default"]
     if args.size is not None and args.size < 1:
         raise UsageError("size must be at least 1 byte: throughput of nothing is no figure")
-    _check_outputs(args)
+    names = list(workloads.WORKLOADS) if args.workload == "all" else [args.workload]
+    several = len(names) > 1
+    saved = [] if args.save is None else [compare.saved_path(args.save, n, several) for n in names]
+    _check_outputs(args, saved)
     chosen = compare.targets(impls, loops)
     if impls and not any(t.impl in impls for t in chosen):
         raise UsageError("none of those implementations is installed on those loops")
@@ -157,7 +169,6 @@ def run_compare(args: argparse.Namespace) -> int:
         link=args.link,
         link_bits=rate,
     )
-    names = list(workloads.WORKLOADS) if args.workload == "all" else [args.workload]
     if rate is None:
         return _compare(names, chosen, asked, args, bench.LOOPBACK)
     from . import link
@@ -210,8 +221,10 @@ def _compare(
                 )
         with progress(compare.measure_steps(settings, fit), True, "runs") as advance:
             measured = compare.measure(settings, fit, advance, placement)
-        if args.save is not None:
-            _save(measured, compare.saved_path(args.save, name, len(names) > 1))
+        if args.save is not None and not _save(
+            measured, compare.saved_path(args.save, name, len(names) > 1)
+        ):
+            status = 1
         _render(measured, args)
         failed = [r.target.id for r in measured.rows if r.error]
         failed += [f"{c.client} to {c.server}" for c in measured.matrix if c.transfer is None]
@@ -221,11 +234,21 @@ def _compare(
     return status
 
 
-def _save(measured: Report, path: str) -> None:
+def _save(measured: Report, path: str) -> bool:
+    """Store the raw report in ``path``; if that fails after all the measuring, say so and
+    print it to stdout instead, so the run is not lost. Return whether it was stored."""
     from .figures import figures
 
-    with open(path, "w", encoding="utf-8") as file:
-        file.write(measured.to_json(figures) + "\n")
+    text = measured.to_json(figures) + "\n"
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        why = error_text(exc)
+        say(f"nbio compare: error: cannot write {path!r} ({why}): the raw report follows")
+        out(text.rstrip("\n"))
+        return False
+    return True
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -255,22 +278,61 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The largest report ``nbio report`` reads: a stored run of every workload is 1 MB or
+#: less; a file (or a stream: ``/dev/zero``) beyond this is not one.
+MAX_REPORT = 64 * 1024 * 1024
+
+
 def _load(path: str) -> Report:
+    """A stored report, read safely: a regular file (a FIFO or a device is refused before
+    it is opened), at most :data:`MAX_REPORT` bytes, JSON of the report's shape and depth,
+    with values a run can have; anything else is bad input, one line."""
+    import stat
+
     from .record import Report
 
     try:
-        with open(path, encoding="utf-8") as file:
-            return Report.from_json(file.read())
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{path!r} is not a regular file: a report is one")
+        if info.st_size > MAX_REPORT:
+            raise UsageError(f"{path!r} is {info.st_size} bytes: no report is over {MAX_REPORT}")
+        with open(path, "rb") as file:
+            data = file.read(MAX_REPORT + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {path!r}: {exc.strerror or exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path!r} is not a report that compare --save stored ({exc})") from None
+    if len(data) > MAX_REPORT:  # it grew while read
+        raise UsageError(f"{path!r} is over {MAX_REPORT} bytes: no report is")
+    try:
+        report = Report.from_json(data.decode("utf-8"))
+    except RecursionError:
+        raise UsageError(f"{path!r} is nested too deep to be a report") from None
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(
+            f"{path!r} is not a report that compare --save stored ({problem})"
+        ) from None
+    problems = report.problems()
+    if problems:
+        raise UsageError(f"{path!r} holds impossible values: {'; '.join(problems)}")
+    return report
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    for path in (args.plot, getattr(args, "save", None)):
-        if path is not None and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
-            raise UsageError(f"cannot write {path!r}")
+def _check_outputs(args: argparse.Namespace, saved: Sequence[str] = ()) -> None:
+    """Each file the run will write is writable now, before anything is measured: a
+    regular file, or none yet in a folder we can write (a directory, ``/dev/full`` or a
+    FIFO is refused here, not after a run of minutes)."""
+    import stat
+
+    for path in [p for p in (args.plot, *saved) if p is not None]:
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.lexists(path):
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise UsageError(f"cannot write {path!r}: not a regular file")
+            if not os.access(path, os.W_OK):
+                raise UsageError(f"cannot write {path!r}: not writable")
+        elif not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise UsageError(f"cannot write {path!r}: no folder there we can write in")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("--plot needs matplotlib (pip install 'nbio[plot]')")
 

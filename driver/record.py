@@ -201,9 +201,27 @@ class Report:
                 row["figures"] = reduced
         return json.dumps(data, indent=1)
 
+    def problems(self) -> list[str]:
+        """Values no run can have (a report edited by hand, or not one at all)."""
+        s = self.settings
+        found = []
+        for name in ("size", "seed", "repeat", "connections", "chunk_size"):
+            value = getattr(s, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                found.append(f"settings.{name} is not a whole number: {value!r}")
+            elif value < (0 if name == "seed" else 1):
+                found.append(f"settings.{name} is {value}")
+        if s.duration is not None and not (isinstance(s.duration, int | float) and s.duration > 0):
+            found.append(f"settings.duration is {s.duration!r}")
+        if not self.rows and not self.matrix:
+            found.append("no rows")
+        return found
+
     @classmethod
     def from_json(cls, text: str) -> Report:
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         if data.get("format") not in READABLE:
             raise ValueError(f"not an nbio report of format {FORMAT}")
         return cls(

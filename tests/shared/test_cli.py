@@ -51,6 +51,22 @@ BAD_INPUT = [
     (["send", "--impl", "selectors", "--loop", "select", "--connections", "2000"], "at most 960"),
     (["compare", "--impls", "no-such-impl"], "unknown implementation no-such-impl"),
     (["compare", "--repeat", "0"], "repeat must be 1 to"),
+    (
+        ["serve", "--impl", "blocking", "--tune", "nbio.blocking_impl.server.READ_SIZE=0"],
+        "1 or more",
+    ),
+    (["compare", "--variant", "blocking:nbio.nope.BAR=1"], "no such whole-number attribute"),
+    (["compare", "--save", "/dev/full"], "cannot write '/dev/full': not a regular file"),
+    (["compare", "--save", "/"], "cannot write '/': not a regular file"),
+    (["compare", "--save", "/nonexistent/run.json"], "no folder there we can write in"),
+    (["report", "/dev/zero"], "'/dev/zero' is not a regular file"),
+    (["send", "--message-size", "10"], "--message-size needs --mode echo"),
+    (["send", "--mode", "echo", "--size", "1MiB"], "not --size"),
+    (["send", "--mode", "echo", "--rate", "0"], "not a number more than 0"),
+    (["send", "--stall-timeout", "0"], "seconds must be more than 0"),
+    (["serve", "--cert", "/etc/hostname"], "give --cert and --key together"),
+    (["serve", "--cert", "/etc/hostname", "--key", "/etc/hostname"], "cannot use"),
+    (["send", "--ca", "/etc/hostname"], "cannot use '/etc/hostname' as a CA"),
 ]
 
 
@@ -133,3 +149,32 @@ def test_profile_writes_a_flame_graph_of_each_process(target: Target, tmp_path: 
         assert "<svg" in svg.read_text()[:2000]
     client = registry.get(target.impl).client.split(".")  # nbio.asyncio_impl.client
     assert f"{client[1]}/{client[2]}.py" in svgs["client"].read_text()
+
+
+HOSTILE_REPORTS = {
+    "a list": "[]",
+    "null": "null",
+    "deep": "[" * 100_000 + "]" * 100_000,
+    "not JSON": "{nope",
+}
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("case", [*HOSTILE_REPORTS, "negative size", "a string size", "no rows"])
+def test_a_report_that_is_not_one_exits_2_with_one_line(case: str, tmp_path: Path) -> None:
+    """``nbio report`` on a file of the wrong shape or depth, or of impossible values (a
+    negative size, a size that is a string, no rows): exit 2, one line, no traceback."""
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "report.json"
+    if case in HOSTILE_REPORTS:
+        path.write_text(HOSTILE_REPORTS[case])
+    else:
+        data = json.loads((root / "docs/results/workloads-stream.json").read_text())
+        if case == "no rows":
+            data["rows"] = []
+        else:
+            data["settings"]["size"] = -5 if case == "negative size" else "big"
+        path.write_text(json.dumps(data))
+    done = run_nbio("report", str(path))
+    assert done.returncode == 2, done
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
