@@ -53,19 +53,25 @@ class Percentiles:
         )
 
     def to_json(self) -> dict[str, float | None]:
-        """``{"p50", "p99", "max"}`` in milliseconds."""
-        return {
-            "p50": rounded(self.p50_ms),
-            "p99": rounded(self.p99_ms),
-            "max": rounded(self.max_ms),
-        }
+        """``{"p50", "p99", "max"}`` in milliseconds, and ``"p90"``, ``"p99.9"`` if known."""
+        data = {"p50": rounded(self.p50_ms), "p99": rounded(self.p99_ms)}
+        if self.p90_ms is not None or self.p999_ms is not None:
+            data |= {"p90": rounded(self.p90_ms), "p99.9": rounded(self.p999_ms)}
+        return data | {"max": rounded(self.max_ms)}
 
     @classmethod
     def from_json(cls, data: dict[str, float | None] | None, count: int) -> Percentiles | None:
         """The reverse of :meth:`to_json`, given the count stored beside it."""
         if data is None:
             return None
-        return cls(count, data.get("p50"), data.get("p99"), data.get("max"))
+        return cls(
+            count,
+            data.get("p50"),
+            data.get("p99"),
+            data.get("max"),
+            data.get("p90"),
+            data.get("p99.9"),
+        )
 
 
 def rounded(value: float | None) -> float | None:
