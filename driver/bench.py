@@ -26,7 +26,9 @@ from typing import IO, Any, TypeVar
 
 from .common.events import Listening, Received, Sent, Stopped
 from .iperf import IPERF
+from .sockperf import SOCKPERF
 from .transfer import REFERENCE, Settings, Target, Transfer, TransferFailed, checked
+from .workloads import BESIDE_LEAD
 
 __all__ = [
     "LOOPBACK",
@@ -52,7 +54,7 @@ _BOOT = (
 NBIO = [sys.executable, "-c", _BOOT, "nbio"]
 WAIT = 600.0
 #: The rows that are not implementations of nbio's, and the module that runs each.
-OUTSIDERS = {REFERENCE: "nbio.reference", IPERF: "nbio.iperf"}
+OUTSIDERS = {REFERENCE: "nbio.reference", IPERF: "nbio.iperf", SOCKPERF: "nbio.sockperf"}
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ def run_wrapped(
     ``--pid SERVER`` once the server listens (``py-spy record``: its start-up left out),
     waits for its first line before the client starts, and for its exit after the server's."""
     where = ["--host", placement.host]
-    serve = command("serve", server, *where, "--port", "0", "--digest", settings.digest)
+    serve = command("serve", server, *where, "--port", "0", *settings.serve_args())
     proc = subprocess.Popen(
         [*placement.server_prefix, *wrappers.get("server", []), *serve],
         stdout=subprocess.PIPE,
@@ -236,22 +238,23 @@ def run_wrapped(
             if not watcher.stdout.readline():  # "py-spy> Sampling process ...": it watches
                 raise TransferFailed(f"{attach[0]} did not start (exit {watcher.wait(WAIT)})")
         port = ["--port", str(listening.port)]
-        send = command("send", client, *where, *port, *settings.send_args())
-        done = subprocess.run(
-            [*placement.client_prefix, *wrappers.get("client", []), *send],
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-        )
-        if done.returncode != 0:
-            raise TransferFailed(done.stderr.strip() or f"client exited {done.returncode}")
-        events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-        if not events:
-            raise TransferFailed(f"the client reported nothing: {done.stdout.strip()!r}")
-        sent = _typed(events[-1], Sent)
-        # An outside tool's own report (iperf3 -J), kept whole in the raw record.
-        tool = next((e["output"] for e in events if e.get("event") == "tool"), None)
-        received = [_next_event(lines, errors, proc, Received) for _ in range(settings.connections)]
+        prefix = [*placement.client_prefix, *wrappers.get("client", [])]
+        send = [*prefix, *command("send", client, *where, *port, *settings.send_args())]
+        idle = beside = None
+        connections = settings.connections
+        if settings.beside is not None:  # alone first, then beside the other client
+            idle, _ = _client(subprocess.Popen(send, **_PIPES))
+            other = settings.beside.send_args()
+            bulk = subprocess.Popen(
+                [*prefix, *command("send", client, *where, *port, *other)], **_PIPES
+            )
+            time.sleep(BESIDE_LEAD)
+            sent, tool = _client(subprocess.Popen(send, **_PIPES))
+            beside, _ = _client(bulk)
+            connections += settings.connections + settings.beside.connections
+        else:
+            sent, tool = _client(subprocess.Popen(send, **_PIPES))
+        received = [_next_event(lines, errors, proc, Received) for _ in range(connections)]
         os.kill(_tracee(proc.pid) if "server" in wrappers else proc.pid, signal.SIGTERM)
         stopped = _next_event(lines, errors, proc, Stopped)
         proc.wait(WAIT)
@@ -276,4 +279,26 @@ def run_wrapped(
         for reader, stream in ((lines, proc.stdout), (errors, proc.stderr)):
             reader.join()  # the child has exited: its output ends
             stream.close()
-    return Transfer(listening, sent, received, stopped, tool=tool)
+    return Transfer(listening, sent, received, stopped, tool=tool, idle=idle, beside=beside)
+
+
+#: How a client process is run: its output read as text when it ends.
+_PIPES: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+
+
+def _client(proc: subprocess.Popen[str]) -> tuple[Sent, dict[str, Any] | None]:
+    """A client's ``sent`` event once it ends (and an outside tool's own report, iperf3's
+    ``-J``, kept whole in the raw record); TransferFailed with its one line if it failed."""
+    try:
+        stdout, stderr = proc.communicate(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise TransferFailed(f"the client did not finish in {WAIT:.0f} s") from None
+    if proc.returncode != 0:
+        raise TransferFailed(stderr.strip() or f"client exited {proc.returncode}")
+    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    if not events:
+        raise TransferFailed(f"the client reported nothing: {stdout.strip()!r}")
+    tool = next((e["output"] for e in events if e.get("event") == "tool"), None)
+    return _typed(events[-1], Sent), tool

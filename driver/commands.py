@@ -92,7 +92,7 @@ def _echo(args: argparse.Namespace) -> Echo | None:
     if args.mode != ECHO:
         asked = [
             f"--{name.replace('_', '-')}"
-            for name, default in (("message_size", 1024), ("requests", 1000), ("rate", None))
+            for name, default in (("message_size", None), ("requests", 1000), ("rate", None))
             if getattr(args, name) != default
         ]
         if asked:
@@ -100,7 +100,7 @@ def _echo(args: argparse.Namespace) -> Echo | None:
         return None
     if args.file is not None:
         raise UsageError("--mode echo sends messages of the pattern, not a --file")
-    return Echo(args.message_size, args.requests, args.rate)
+    return Echo(args.message_size or 1024, args.requests, args.rate)
 
 
 def _per_second(latency: Percentiles | None, seconds: float) -> float | None:

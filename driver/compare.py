@@ -26,23 +26,27 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from . import iperf, registry
+from . import iperf, registry, sockperf
 from .bench import LOOPBACK, OUTSIDERS, Placement, run_transfer, strace_missing
+from .common.options import ServerTls
+from .common.sizes import format_size
 from .iperf import IPERF
 from .loc import implementation_modules, lines_of_code
 from .machine import Stolen, machine
 from .record import BASELINE, Cell, CompareSettings, Report, Row, Run
+from .sockperf import SOCKPERF
 from .transfer import REFERENCE, Settings, Target, Transfer, TransferFailed
 from .workloads import WORKLOADS, Workload
 
 __all__ = [
     "Asked",
+    "label",
     "measure",
     "measure_steps",
+    "plans",
     "run",
     "run_matrix",
     "saved_path",
-    "settings_for",
     "targets",
     "watches",
 ]
@@ -72,16 +76,20 @@ class Asked:
     duration: float | None = None
     link: str | None = None
     link_bits: int | None = None
+    message_size: int | None = None
+    rate: float | None = None
+    tls: bool = False
 
 
-def settings_for(workload: Workload, asked: Asked) -> CompareSettings:
-    """The settings of a run of ``workload``: what was asked, else the workload's own. A
-    ``--size`` without ``--duration`` replaces a time-based workload's duration."""
+def plans(workload: Workload, asked: Asked) -> list[CompareSettings]:
+    """The settings of each run of ``workload``: what was asked, else the workload's own
+    (a ``--size`` without ``--duration`` replaces a time-based workload's duration); one
+    per cell of an echo workload's grid that ``--message-size`` and ``--connections``
+    leave in."""
     duration = asked.duration
     if duration is None and asked.size is None:
         duration = workload.duration
-
-    return CompareSettings(
+    plain = CompareSettings(
         size=workload.size if asked.size is None else asked.size,
         seed=asked.seed,
         repeat=asked.repeat,
@@ -95,16 +103,39 @@ def settings_for(workload: Workload, asked: Asked) -> CompareSettings:
         duration=duration,
         link=asked.link,
         link_bits=asked.link_bits,
+        tls=asked.tls,
     )
+    if not workload.grid:
+        return [plain]
+    cells = [
+        (size, connections)
+        for size, connections in workload.grid
+        if asked.message_size in (None, size) and asked.connections in (None, connections)
+    ]
+    if not cells:  # a cell of the caller's own, off the grid
+        first_size, first_connections = workload.grid[0]
+        cells = [(asked.message_size or first_size, asked.connections or first_connections)]
+    return [
+        replace(plain, message_size=size, connections=connections, rate=asked.rate)
+        for size, connections in cells
+    ]
 
 
-def saved_path(save: str, workload: str, several: bool) -> str:
-    """Where the report of ``workload`` is stored: ``save`` itself, or with several
-    workloads one file each, ``FILE-WORKLOAD.json``."""
+def label(settings: CompareSettings) -> str:
+    """A run's name: its workload, and for a cell of an echo grid its message size and
+    connections (``echo-1KiB-10c``)."""
+    if settings.message_size is None or not WORKLOADS[settings.workload].grid[1:]:
+        return settings.workload
+    return f"{settings.workload}-{format_size(settings.message_size)}-{settings.connections}c"
+
+
+def saved_path(save: str, name: str, several: bool) -> str:
+    """Where the report of the run called ``name`` is stored: ``save`` itself, or with
+    several runs one file each, ``FILE-NAME.json``."""
     if not several:
         return save
     stem, dot, suffix = save.rpartition(".")
-    return f"{stem}-{workload}.{suffix}" if dot else f"{save}-{workload}"
+    return f"{stem}-{name}.{suffix}" if dot else f"{save}-{name}"
 
 
 def watches(target: Target, connections: int) -> bool:
@@ -121,6 +152,7 @@ def measure(
     chosen: list[Target],
     advance: Advance,
     placement: Placement = LOOPBACK,
+    files: ServerTls | None = None,
 ) -> Report:
     """Run ``settings`` over ``chosen`` (every client against every server with
     ``matrix``), each transfer where ``placement`` says, timing the whole run as the report
@@ -128,10 +160,10 @@ def measure(
     started = time.monotonic()
     transfer = functools.partial(run_transfer, placement=placement)
     if settings.matrix:
-        measured = run_matrix(settings, chosen, advance, transfer)
+        measured = run_matrix(settings, chosen, advance, transfer, files)
     else:
         tracer = functools.partial(run_transfer, strace=True, placement=placement)
-        measured = run(settings, chosen, advance, transfer=transfer, tracer=tracer)
+        measured = run(settings, chosen, advance, transfer=transfer, tracer=tracer, files=files)
     measured.seconds = round(time.monotonic() - started, 1)  # as the saved report keeps it
     return measured
 
@@ -158,13 +190,15 @@ def targets(impls: list[str] | None, loops: list[str] | None) -> list[Target]:
 
 def _framework(target: Target) -> str:
     if target.impl in OUTSIDERS:
-        return "plain sockets" if target.impl == REFERENCE else "iperf3 (C)"
+        return {REFERENCE: "plain sockets", IPERF: "iperf3 (C)", SOCKPERF: "sockperf (C)"}[
+            target.impl
+        ]
     return registry.get(target.impl).framework
 
 
 def _modules(target: Target) -> list[str]:
     if target.impl in OUTSIDERS:
-        return [] if target.impl == IPERF else ["nbio.reference"]
+        return ["nbio.reference"] if target.impl == REFERENCE else []
     entry = registry.get(target.impl)
     return implementation_modules([entry.server, entry.client])
 
@@ -186,31 +220,23 @@ def run(
     transfer: RunTransfer = run_transfer,
     tracer: RunTransfer | None = None,
     kernel: bool = True,
+    files: ServerTls | None = None,
 ) -> Report:
     """Verify and time every target in ``chosen`` (the baseline among them), and the
-    reference and iperf3 (``kernel``: where it is installed) if asked; return the raw
-    report."""
+    yardsticks if asked (``reference``: nbio's plain sockets; ``kernel``: iperf3 or
+    sockperf, where installed); over TLS, with the certificate and CA in ``files``.
+    Return the raw report."""
     rng = random.Random(settings.seed)
     stolen = Stolen()
-    # The reference and iperf3 hash nothing: they have no place in a run that times hashing.
-    # Nor in one of many connections: they are the yardsticks of one stream.
-    notes = []
-    yardsticks = []
-    if reference and settings.digest == "none" and settings.workload == "stream":
-        yardsticks.append(Target(REFERENCE))
-        missing = iperf.missing()
-        if missing is None and kernel:
-            yardsticks.append(Target(IPERF))
-        elif kernel:
-            notes.append(f"{missing}: no row of the kernel's own figure")
-    everyone = list(chosen) + yardsticks
+    base = replace(settings.transfer, tls=files if settings.tls else None)
+    everyone, notes = _everyone(settings, chosen, reference, kernel)
     rows = {t: Row(t, _framework(t), lines_of_code(_modules(t)), _modules(t)) for t in everyone}
     sequence = itertools.count()
 
     # 1. Verification, hashed on both sides; it warms each row up too (page cache, the
     # kernel's socket buffers), as the separate warm-up run did before it, at half the time.
     for target in _shuffled(everyone, rng):
-        _verify(rows[target], settings, transfer)
+        _verify(rows[target], base, transfer)
         advance(1)
 
     baseline = Target(BASELINE)
@@ -226,19 +252,57 @@ def run(
         for target in _shuffled(due, rng):
             paired = None
             if with_baseline:
-                paired = _time(rows[baseline], next(sequence), None, settings, transfer)
-            _time(rows[target], next(sequence), paired, settings, transfer)
+                paired = _time(rows[baseline], next(sequence), None, base, transfer)
+            _time(rows[target], next(sequence), paired, base, transfer)
             advance(2)
         if not others and with_baseline:
-            _time(rows[baseline], next(sequence), None, settings, transfer)
+            _time(rows[baseline], next(sequence), None, base, transfer)
             advance(2)
     if settings.syscalls:  # 3. the counts, apart: strace slows every call it counts
         tracer = tracer or functools.partial(run_transfer, strace=True)
         for target in timed:
-            _trace(rows[target], settings, tracer)
+            _trace(rows[target], base, tracer)
             advance(2)
     ran = replace(settings, min_rounds=MIN_ROUNDS)  # the rule the rounds followed
     return Report(machine(stolen.percent()), ran, [rows[t] for t in everyone], notes=notes)
+
+
+def _everyone(
+    settings: CompareSettings, chosen: list[Target], reference: bool, kernel: bool
+) -> tuple[list[Target], list[str]]:
+    """The rows of a run: ``chosen``; in an echo run each server again with the neutral
+    client (the reference's), so that server rows compare servers; and the yardsticks of
+    one stream or one ping-pong, where they fit, with a note where they do not. None in a
+    run that times hashing: they hash nothing."""
+    everyone = list(chosen)
+    notes: list[str] = []
+    echo = settings.message_size is not None
+    if echo:
+        everyone += [
+            Target(t.impl, t.loop, t.tune, client=REFERENCE)
+            for t in chosen
+            if t.impl not in OUTSIDERS and t.client is None
+        ]
+    if not reference or settings.digest != "none" or settings.transfer.beside is not None:
+        return everyone, notes
+    if settings.workload == "stream" or echo:
+        everyone.append(Target(REFERENCE))
+    if not kernel:
+        return everyone, notes
+    name, missing = (SOCKPERF, sockperf.missing()) if echo else (IPERF, iperf.missing())
+    if settings.workload != "stream" and not echo:
+        return everyone, notes
+    if missing is not None:
+        notes.append(f"{missing}: no row of the kernel's own figure")
+    elif settings.tls:
+        notes.append(f"{name} speaks no TLS: no row of the kernel's own figure")
+    elif echo and settings.connections != 1:
+        notes.append("sockperf's ping-pong is one connection: its row is in the 1-connection runs")
+    elif echo and (settings.message_size or 0) > sockperf.MAX_MESSAGE:
+        notes.append(f"sockperf's ping-pong takes messages up to {sockperf.MAX_MESSAGE} bytes")
+    else:
+        everyone.append(Target(name))
+    return everyone, notes
 
 
 def _agrees(row: Row, rows: dict[Target, Row], settings: CompareSettings) -> bool:
@@ -259,15 +323,18 @@ def _agrees(row: Row, rows: dict[Target, Row], settings: CompareSettings) -> boo
     return middle > 0 and (max(ratios) - min(ratios)) <= AGREE * middle
 
 
-def _trace(row: Row, settings: CompareSettings, tracer: RunTransfer) -> None:
+def _trace(row: Row, base: Settings, tracer: RunTransfer) -> None:
     """The row's system calls: one transfer under strace, and a tiny one to subtract."""
     missing = strace_missing()
     if missing is not None:
         row.traced_error = missing
         return
-    tiny = replace(settings.transfer, size=1, connections=1, concurrency=None)
+    tiny = replace(base, size=1, connections=1, concurrency=None, duration=None)
+    if base.echo is not None:  # one request of one byte: start-up, connect, close
+        tiny = replace(tiny, echo=replace(base.echo, message_size=1, requests=1), beside=None)
+    target = row.target
     try:
-        row.traced = [tracer(row.target, row.target, s) for s in (settings.transfer, tiny)]
+        row.traced = [tracer(target.server_side, target.client_side, s) for s in (base, tiny)]
     except TransferFailed as exc:
         row.traced_error = f"under strace: {exc}"
 
@@ -285,14 +352,15 @@ def _shuffled(items: Iterable[Target], rng: random.Random) -> list[Target]:
     return shuffled
 
 
-def _verify(row: Row, settings: CompareSettings, transfer: RunTransfer) -> None:
-    """One transfer with sha256 on both sides (the reference hashes nothing: it is checked
-    by its byte counts); record what failed."""
-    reference = row.target.impl in OUTSIDERS
+def _verify(row: Row, base: Settings, transfer: RunTransfer) -> None:
+    """One transfer with sha256 on both sides (the yardsticks hash nothing: they are
+    checked by their byte counts); record what failed."""
+    target = row.target
+    reference = target.impl in OUTSIDERS or target.client in OUTSIDERS
     digest = "none" if reference else "sha256"
-    checked = replace(settings.transfer, digest=digest)
+    checked = replace(base, digest=digest)
     try:
-        row.verification = transfer(row.target, row.target, checked)
+        row.verification = transfer(target.server_side, target.client_side, checked)
     except TransferFailed as exc:
         row.errors.append(f"verification: {exc}")
         return
@@ -300,11 +368,11 @@ def _verify(row: Row, settings: CompareSettings, transfer: RunTransfer) -> None:
 
 
 def _time(
-    row: Row, seq: int, paired: int | None, settings: CompareSettings, transfer: RunTransfer
+    row: Row, seq: int, paired: int | None, base: Settings, transfer: RunTransfer
 ) -> int | None:
     """One timed transfer into ``row``; return its number, or None if it failed."""
     try:
-        done = transfer(row.target, row.target, settings.transfer)
+        done = transfer(row.target.server_side, row.target.client_side, base)
     except TransferFailed as exc:
         row.errors.append(str(exc))
         return None
@@ -317,17 +385,19 @@ def run_matrix(
     chosen: list[Target],
     advance: Advance,
     transfer: RunTransfer = run_transfer,
+    files: ServerTls | None = None,
 ) -> Report:
     """Every client against every server, on their default loops: each pair verified with
     sha256 on both sides, then timed once with the run's settings."""
     defaults = [t for t in chosen if t.loop == "default"]
     stolen = Stolen()
     cells = []
-    checked = replace(settings.transfer, digest="sha256")
+    base = replace(settings.transfer, tls=files if settings.tls else None)
+    checked = replace(base, digest="sha256")
     for client, server in itertools.product(defaults, defaults):
         try:
             transfer(server, client, checked)
-            timed = transfer(server, client, settings.transfer)
+            timed = transfer(server, client, base)
         except TransferFailed as exc:
             cells.append(Cell(client.impl, server.impl, False, error=str(exc)))
         else:

@@ -191,7 +191,13 @@ class Figures:
     # What some workloads show besides (see their definitions in nbio.workloads).
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    latency_p999_ms: float | None = None
     server_kib_per_connection: float | None = None
+    idle_p50_ms: float | None = None
+    idle_p99_ms: float | None = None
+    idle_p999_ms: float | None = None
+    slowdown: float | None = None  # p99 beside a bulk echo over p99 on the idle server
+    beside_mb_per_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The figures as JSON, for a report's readers."""

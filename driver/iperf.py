@@ -135,22 +135,30 @@ def serve(host: str, port: int) -> None:
     result: dict[str, Any] = json.loads(output[0] if output else "{}")
     received = result["end"]["sum_received"]
     seconds = float(received["seconds"])
-    span = {
-        "first_byte_at": ended_at - seconds,
-        "ended_at": ended_at,
-        "cpu_at_first_byte": 0.0,
-        "cpu_at_end": cpu_s,
-        "waits_at_first_byte": 0,
-        "waits_at_end": waits,
-    }
     count = int(received["bytes"])
-    fields = {"bytes": count, "loop_delay": NO_TICKS, **span}
-    end = Received(peer=f"{host}:*", sha256=None, seconds=seconds, outcome="eof", **fields)
+    end = Received(
+        peer=f"{host}:*", bytes=count, sha256=None, seconds=seconds, outcome="eof",
+        loop_delay=NO_TICKS, first_byte_at=ended_at - seconds, ended_at=ended_at,
+        cpu_at_first_byte=0.0, cpu_at_end=cpu_s, waits_at_first_byte=0, waits_at_end=waits,
+    )  # fmt: skip
     _emit(to_json(end))
     signal.sigwait(_STOPS)  # until nbio stops us, as it stops every sink
     _emit(
         to_json(
-            Stopped(connections=1, outcomes={"eof": 1}, peak_rss_kib=peak, cpu_s=cpu_s, **fields)
+            Stopped(
+                connections=1,
+                bytes=count,
+                outcomes={"eof": 1},
+                peak_rss_kib=peak,
+                cpu_s=cpu_s,
+                first_byte_at=end.first_byte_at,
+                ended_at=ended_at,
+                cpu_at_first_byte=0.0,
+                cpu_at_end=cpu_s,
+                waits_at_first_byte=0,
+                waits_at_end=waits,
+                loop_delay=NO_TICKS,
+            )
         )
     )
 

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import random
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -24,9 +25,10 @@ from .output import out, progress, say
 from .transfer import Settings, Target, TransferFailed
 
 if TYPE_CHECKING:
-    from . import bench, compare
+    from . import bench
     from .common.events import Sent
-    from .record import Report
+    from .common.options import ServerTls
+    from .record import CompareSettings, Report
 
 __all__ = ["run_compare", "run_demo", "run_profile", "run_report"]
 
@@ -135,7 +137,8 @@ def _check_variant(variant: Target) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """``nbio compare``: every implementation asked for, side by side, for each workload
-    asked for; exit 1 if a row failed (its error is in the table)."""
+    (and each cell of an echo grid) asked for; exit 1 if a row failed (its error is in the
+    table)."""
     from . import bench, compare
 
     impls = _names(args.impls, {e.name for e in registry.ENTRIES}, "implementation")
@@ -144,16 +147,10 @@ def run_compare(args: argparse.Namespace) -> int:
     loops = None if every_loop else _names(args.loops, known_loops, "loop") or ["default"]
     if args.size is not None and args.size < 1:
         raise UsageError("size must be at least 1 byte: throughput of nothing is no figure")
-    names = list(workloads.WORKLOADS) if args.workload == "all" else [args.workload]
-    several = len(names) > 1
-    saved = [] if args.save is None else [compare.saved_path(args.save, n, several) for n in names]
-    _check_outputs(args, saved)
-    chosen = compare.targets(impls, loops)
-    if impls and not any(t.impl in impls for t in chosen):
-        raise UsageError("none of those implementations is installed on those loops")
-    for variant in args.variant:
-        _check_variant(variant)
-    chosen += args.variant
+    if args.tls and importlib.util.find_spec("trustme") is None:
+        raise UsageError("--tls makes a throwaway CA with trustme: pip install 'nbio[tls]'")
+    names = list(workloads.ALL) if args.workload == "all" else [args.workload]
+    _check_echo_options(args, names)
     rate = _link_rate(args.link)
     asked = compare.Asked(
         seed=random.randrange(2**32) if args.seed is None else args.seed,
@@ -168,20 +165,52 @@ def run_compare(args: argparse.Namespace) -> int:
         duration=args.duration,
         link=args.link,
         link_bits=rate,
+        message_size=args.message_size,
+        rate=args.rate,
+        tls=args.tls,
     )
-    if rate is None:
-        return _compare(names, chosen, asked, args, bench.LOOPBACK)
-    from . import link
+    runs = [plan for name in names for plan in compare.plans(workloads.WORKLOADS[name], asked)]
+    saved = [] if args.save is None else [_saved(args.save, plan, runs) for plan in runs]
+    _check_outputs(args, saved)
+    chosen = compare.targets(impls, loops)
+    if impls and not any(t.impl in impls for t in chosen):
+        raise UsageError("none of those implementations is installed on those loops")
+    for variant in args.variant:
+        _check_variant(variant)
+    chosen += args.variant
+    with tempfile.TemporaryDirectory(prefix="nbio-tls-") as folder:
+        files = None
+        if args.tls:
+            from .edge.tls import throwaway
 
-    try:
-        with link.Link(rate) as net:
-            placement = bench.Placement(
-                net.server_host, tuple(net.server_prefix), tuple(net.client_prefix)
-            )
-            return _compare(names, chosen, asked, args, placement)
-    except link.LinkError as exc:
-        say(f"nbio compare: error: {exc}")
-        return 1
+            files = throwaway(folder)  # one CA for the run: every server's, every client's
+        if rate is None:
+            return _compare(runs, chosen, args, bench.LOOPBACK, files)
+        from . import link
+
+        try:
+            with link.Link(rate) as net:
+                placement = bench.Placement(
+                    net.server_host, tuple(net.server_prefix), tuple(net.client_prefix)
+                )
+                return _compare(runs, chosen, args, placement, files)
+        except link.LinkError as exc:
+            say(f"nbio compare: error: {exc}")
+            return 1
+
+
+def _check_echo_options(args: argparse.Namespace, names: list[str]) -> None:
+    """--message-size and --rate act on echo workloads only: refused elsewhere."""
+    echo = all(workloads.WORKLOADS[name].grid for name in names)
+    for option, value in (("--message-size", args.message_size), ("--rate", args.rate)):
+        if value is not None and not echo:
+            raise UsageError(f"{option} is for --workload echo or echo-under-load")
+
+
+def _saved(save: str, plan: CompareSettings, runs: list[CompareSettings]) -> str:
+    from . import compare
+
+    return compare.saved_path(save, compare.label(plan), len(runs) > 1)
 
 
 def _link_rate(text: str | None) -> int | None:
@@ -200,18 +229,18 @@ def _link_rate(text: str | None) -> int | None:
 
 
 def _compare(
-    names: list[str],
+    runs: list[CompareSettings],
     chosen: list[Target],
-    asked: compare.Asked,
     args: argparse.Namespace,
     placement: bench.Placement,
+    files: ServerTls | None,
 ) -> int:
-    """Each workload of ``names`` in turn: measured, saved, printed."""
+    """Each run in turn (a workload, or a cell of an echo grid): measured, saved, printed."""
     from . import compare
 
     status = 0
-    for name in names:
-        settings = compare.settings_for(workloads.WORKLOADS[name], asked)
+    for settings in runs:
+        name = compare.label(settings)
         fit = [t for t in chosen if compare.watches(t, settings.transfer.at_once)]
         for target in chosen:
             if target not in fit:  # a select() loop: not a failure of the framework
@@ -220,10 +249,8 @@ def _compare(
                     f"than {settings.transfer.at_once} connections"
                 )
         with progress(compare.measure_steps(settings, fit), True, "runs") as advance:
-            measured = compare.measure(settings, fit, advance, placement)
-        if args.save is not None and not _save(
-            measured, compare.saved_path(args.save, name, len(names) > 1)
-        ):
+            measured = compare.measure(settings, fit, advance, placement, files)
+        if args.save is not None and not _save(measured, _saved(args.save, settings, runs)):
             status = 1
         _render(measured, args)
         failed = [r.target.id for r in measured.rows if r.error]

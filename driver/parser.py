@@ -113,6 +113,26 @@ def _connections() -> Parser:
     return parent
 
 
+def _echo() -> Parser:
+    """What an echo client's requests are: send and compare."""
+    parent = _parent()
+    parent.add_argument(
+        "--message-size",
+        type=arguments.bounded("message size", 1, MAX_CHUNK_SIZE, arguments.size),
+        default=None,
+        help="echo: bytes per request (send: 1KiB; compare: each of the grid's, 1, 10 and "
+        "100 KiB, unless given)",
+    )
+    parent.add_argument(
+        "--rate",
+        type=arguments.positive_number,
+        default=None,
+        help="echo: send R requests a second per connection on a fixed schedule, whatever "
+        "the answers do, and time each from its schedule (open loop; default: closed loop)",
+    )
+    return parent
+
+
 def _workload(choices: list[str], extra: str = "") -> Parser:
     parent = _parent()
     parent.add_argument(
@@ -149,6 +169,7 @@ def build_parser() -> Parser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     target, size, connections, output = _target(), _size(), _connections(), _output()
+    echo = _echo()
     names = list(workloads.WORKLOADS)
 
     impls = commands.add_parser("impls", help="list the implementations installed here")
@@ -196,8 +217,8 @@ def build_parser() -> Parser:
 
     send = commands.add_parser(
         "send",
-        parents=[target, _process(arguments.peer_port, "the sink's"), size, connections],
-        help="stream a payload to a sink",
+        parents=[target, _process(arguments.peer_port, "the sink's"), size, connections, echo],
+        help="stream a payload to a sink, or send requests to an echo server",
     )
     send.add_argument(
         "--pattern",
@@ -220,23 +241,10 @@ def build_parser() -> Parser:
         "back whole and checked (against a server in echo mode)",
     )
     send.add_argument(
-        "--message-size",
-        type=arguments.bounded("message size", 1, MAX_CHUNK_SIZE, arguments.size),
-        default=1024,
-        help="echo: bytes per request (default 1KiB)",
-    )
-    send.add_argument(
         "--requests",
         type=arguments.bounded("requests", 1, 10**9, arguments.whole),
         default=1000,
         help="echo: requests per connection (default %(default)s; with --duration, at most)",
-    )
-    send.add_argument(
-        "--rate",
-        type=arguments.positive_number,
-        default=None,
-        help="echo: send R requests a second per connection on a fixed schedule, whatever "
-        "the answers do, and time each from its schedule (open loop; default: closed loop)",
     )
     send.add_argument(
         "--tls", action="store_true", help="speak TLS 1.3 through the framework's own layer"
@@ -285,7 +293,13 @@ def build_parser() -> Parser:
 
     compare = commands.add_parser(
         "compare",
-        parents=[_workload([*names, "all"], "; all: each in turn"), size, connections, output],
+        parents=[
+            _workload([*names, "all"], "; all: stream, many, churn and small-writes in turn"),
+            size,
+            connections,
+            echo,
+            output,
+        ],
         help="measure every implementation and loop side by side, as processes",
     )
     compare.add_argument(
@@ -332,6 +346,12 @@ def build_parser() -> Parser:
         default=[],
         metavar="IMPL[/LOOP]:PATH=SIZE",
         help="also run IMPL with knobs set (see serve --tune), as a row of its own",
+    )
+    compare.add_argument(
+        "--tls",
+        action="store_true",
+        help="every connection over TLS 1.3, through each framework's own layer (a "
+        "throwaway CA for the run; needs the tls extra)",
     )
     compare.add_argument(
         "--link",

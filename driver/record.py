@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .common.options import Echo
 from .common.payload import DEFAULT_CHUNK_SIZE
 from .machine import Machine
 from .transfer import Settings, Target, Transfer
+from .workloads import BESIDE_LEAD, WORKLOADS
 
 __all__ = ["BASELINE", "FORMAT", "READABLE", "Cell", "CompareSettings", "Report", "Row", "Run"]
 
@@ -53,10 +55,30 @@ class CompareSettings:
     #: Rounds every row got before only those whose ratios disagreed got more (format 4);
     #: None: every row got ``repeat`` rounds, after a warm-up run (formats 2 and 3).
     min_rounds: int | None = None
+    #: Echo workloads: each request's bytes, and the rate of an open loop (None: closed).
+    message_size: int | None = None
+    rate: float | None = None
+    #: Every connection spoke TLS 1.3 through its framework's own layer.
+    tls: bool = False
 
     @property
     def transfer(self) -> Settings:
-        """The settings of every timed transfer."""
+        """The settings of every timed transfer (the TLS files are the run's own, given
+        by :func:`nbio.compare.run`)."""
+        echo = None
+        beside = None
+        workload = WORKLOADS[self.workload]
+        if self.message_size is not None:
+            requests = max(1, self.size // self.message_size)
+            echo = Echo(self.message_size, requests, self.rate)
+        if workload.bulk is not None and self.duration is not None:
+            bulk = workload.bulk
+            beside = Settings(
+                bulk * max(1, self.size // bulk),
+                digest=self.digest,
+                duration=self.duration + 2 * BESIDE_LEAD,
+                echo=Echo(bulk, max(1, self.size // bulk)),
+            )
         return Settings(
             self.size,
             self.connections,
@@ -64,6 +86,8 @@ class CompareSettings:
             self.digest,
             self.concurrency,
             self.duration,
+            echo=echo,
+            beside=beside,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -17,13 +17,14 @@ from typing import Any
 
 from .common.events import Listening, Received, Sent, Stopped, to_json
 from .common.loopdelay import DelayStats
-from .common.options import at_once
+from .common.options import Echo, ServerTls, at_once
 from .common.payload import DEFAULT_CHUNK_SIZE
 
 __all__ = [
     "GIB",
     "KEEP_RECEIVED",
     "REFERENCE",
+    "UNCOUNTED",
     "Settings",
     "Target",
     "Transfer",
@@ -38,6 +39,8 @@ GIB = 1024**3
 KEEP_RECEIVED = 16
 #: The reference at the limit: plain sockets, no accounting (see :mod:`nbio.reference`).
 REFERENCE = "reference"
+#: Servers that say nothing of what they read (sockperf's): only the client's counts hold.
+UNCOUNTED = frozenset({"sockperf"})
 
 
 class TransferFailed(Exception):
@@ -46,25 +49,42 @@ class TransferFailed(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """One implementation on one loop, with the knobs (``--tune``) set in its processes."""
+    """One implementation on one loop, with the knobs (``--tune``) set in its processes;
+    its client is its own unless ``client`` names another (the echo workload's neutral
+    view: every server against the plain-socket reference client)."""
 
     impl: str
     loop: str = "default"
     tune: tuple[tuple[str, int], ...] = ()
+    client: str | None = None
 
     @property
     def id(self) -> str:
-        """``asyncio-streams``, ``twisted (poll)``, ``twisted (SEND_LIMIT=1048576)``."""
+        """``asyncio-streams``, ``twisted (poll)``, ``twisted (SEND_LIMIT=1048576)``,
+        ``trio (reference client)``."""
         details = [] if self.loop == "default" else [self.loop]
         details += [f"{path.rsplit('.', 1)[-1]}={value}" for path, value in self.tune]
+        details += [] if self.client is None else [f"{self.client} client"]
         return f"{self.impl} ({', '.join(details)})" if details else self.impl
 
+    @property
+    def server_side(self) -> Target:
+        """The process that serves: this implementation on its loop, its knobs set."""
+        return Target(self.impl, self.loop, self.tune)
+
+    @property
+    def client_side(self) -> Target:
+        """The process that sends: this one, or the other client it names."""
+        return self.server_side if self.client is None else Target(self.client)
+
     def to_json(self) -> dict[str, Any]:
-        return {"impl": self.impl, "loop": self.loop, "tune": dict(self.tune)}
+        data = {"impl": self.impl, "loop": self.loop, "tune": dict(self.tune)}
+        return data | ({} if self.client is None else {"client": self.client})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Target:
-        return cls(data["impl"], data["loop"], tuple(data.get("tune", {}).items()))
+        tune = tuple(data.get("tune", {}).items())
+        return cls(data["impl"], data["loop"], tune, data.get("client"))
 
 
 @dataclass(frozen=True)
@@ -78,9 +98,26 @@ class Settings:
     concurrency: int | None = None  # at most this many connections at once; None: all
     #: Each connection sends for this long, ``size`` capping it; None: ``size`` bytes each.
     duration: float | None = None
+    #: Request and response: the server echoes, the client sends these requests.
+    echo: Echo | None = None
+    #: TLS, with these files: the server's certificate and key, the CA the client trusts.
+    tls: ServerTls | None = None
+    #: Another client run beside the measured one, on its own connection to the same
+    #: server (``echo-under-load``: a bulk echo while small requests are timed); the
+    #: measured client also runs alone first, on an idle server, to compare.
+    beside: Settings | None = None
+
+    def serve_args(self) -> list[str]:
+        """These settings as ``nbio serve`` options."""
+        args = ["--digest", self.digest] + (["--mode", "echo"] if self.echo else [])
+        if self.tls is not None:
+            args += ["--cert", self.tls.certfile, "--key", self.tls.keyfile]
+        return args
 
     def send_args(self) -> list[str]:
         """These settings as ``nbio send`` options."""
+        if self.echo is not None:
+            return self._echo_args()
         args = [
             "--size",
             str(self.size),
@@ -93,7 +130,22 @@ class Settings:
         ]
         if self.concurrency is not None:
             args += ["--concurrency", str(self.concurrency)]
-        return args + ([] if self.duration is None else ["--duration", repr(self.duration)])
+        return args + self._common_args()
+
+    def _echo_args(self) -> list[str]:
+        assert self.echo is not None
+        echo = self.echo
+        args = ["--mode", "echo", "--message-size", str(echo.message_size)]
+        args += ["--requests", str(echo.requests), "--connections", str(self.connections)]
+        args += ["--digest", self.digest]
+        args += [] if echo.rate is None else ["--rate", repr(echo.rate)]
+        return args + self._common_args()
+
+    def _common_args(self) -> list[str]:
+        args = [] if self.duration is None else ["--duration", repr(self.duration)]
+        return args + (
+            [] if self.tls is None or self.tls.cafile is None else ["--ca", self.tls.cafile]
+        )
 
     @property
     def at_once(self) -> int:
@@ -123,6 +175,10 @@ class Transfer:
     received_count: int | None = None
     #: What an outside tool that ran the transfer said of it, whole (iperf3's ``-J``).
     tool: dict[str, Any] | None = None
+    #: With ``Settings.beside``: the same client alone on the idle server first, and the
+    #: client that ran beside the measured one.
+    idle: Sent | None = None
+    beside: Sent | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Every event, but only the first :data:`KEEP_RECEIVED` ``received`` events: a run
@@ -137,6 +193,8 @@ class Transfer:
             "stopped": _event_json(self.stopped),
         }
         data |= {"syscalls": self.syscalls} if self.syscalls else {}
+        data |= {"idle": _event_json(self.idle)} if self.idle is not None else {}
+        data |= {"beside": _event_json(self.beside)} if self.beside is not None else {}
         return data | ({"tool": self.tool} if self.tool is not None else {})
 
     @classmethod
@@ -153,6 +211,8 @@ class Transfer:
             dict(data.get("syscalls", {})),
             data.get("received_count"),
             data.get("tool"),
+            Sent.from_json(data["idle"]) if data.get("idle") else None,
+            Sent.from_json(data["beside"]) if data.get("beside") else None,
         )
 
     @property
@@ -245,6 +305,10 @@ def check(transfer: Transfer, settings: Settings) -> list[str]:
         f"{what} {got!r} ran, {asked!r} was asked" for what, got, asked in ran if got != asked
     ]
     counted = sum(r.bytes for r in received)
+    if listening.impl in UNCOUNTED:
+        return problems + ([] if sent.bytes > 0 else ["the client sent nothing"])
+    if settings.echo is not None:
+        return problems + _echo_problems(transfer, settings, counted)
     if settings.duration is None:
         expected = settings.size * settings.connections
         if not sent.bytes == counted == transfer.stopped.bytes == expected:
@@ -255,4 +319,24 @@ def check(transfer: Transfer, settings: Settings) -> list[str]:
         problems.append("a connection ended " + ", ".join(sorted({r.outcome for r in received})))
     if any(r.sha256 != sent.sha256 for r in received):
         problems.append("the server's sha256 differs from the client's")
+    return problems
+
+
+def _echo_problems(transfer: Transfer, settings: Settings, counted: int) -> list[str]:
+    """An echo transfer: every byte the clients sent was counted, written back, and each
+    request answered; the messages were the size asked."""
+    assert settings.echo is not None
+    sent, stopped = transfer.sent, transfer.stopped
+    clients = [s for s in (transfer.idle, sent, transfer.beside) if s is not None]
+    problems = []
+    echoed = stopped.bytes_out or 0
+    if not sum(s.bytes for s in clients) == counted == stopped.bytes == echoed > 0:
+        problems.append(
+            f"{sum(s.bytes for s in clients)} bytes sent, {counted} counted, "
+            f"{stopped.bytes_out} echoed"
+        )
+    if sent.mode != "echo" or sent.message_size != settings.echo.message_size:
+        problems.append(f"client mode {sent.mode!r}, messages of {sent.message_size!r} ran")
+    if sent.request_latency is None or sent.request_latency.count != sent.chunks:
+        problems.append("a request went unanswered, or untimed")
     return problems

@@ -17,12 +17,28 @@ from typing import TYPE_CHECKING
 from .common.payload import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
+    from .common.percentiles import Percentiles
     from .figures import Delay, Figures, Spread
     from .transfer import Transfer
 
-__all__ = ["CONNECTION", "GIB", "MIB", "WORKLOADS", "Column", "Unit", "Workload"]
+__all__ = [
+    "ALL",
+    "BESIDE_LEAD",
+    "CONNECTION",
+    "GIB",
+    "MIB",
+    "REQUEST",
+    "WORKLOADS",
+    "Column",
+    "Unit",
+    "Workload",
+]
 
 MIB = 1024 * 1024
+KIB = 1024
+#: Seconds a bulk transfer beside the measured client runs before it starts (and after it
+#: ends): the small requests are timed while the bulk one is going.
+BESIDE_LEAD = 0.3
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,14 @@ class Unit:
 
 GIB = Unit("GiB", lambda transfer: transfer.sent.bytes / 1024**3)
 CONNECTION = Unit("connection", lambda transfer: float(transfer.sent.connections))
+
+
+def _answered(transfer: Transfer) -> float:
+    latency = transfer.sent.request_latency
+    return float(latency.count) if latency is not None else 0.0
+
+
+REQUEST = Unit("request", _answered)
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,11 @@ class Workload:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     #: Each connection sends for this long (``size`` capping it); None: ``size`` bytes.
     duration: float | None = None
+    #: Request and response: the (message size, connections) of each run of the grid the
+    #: workload covers, a report each; an empty grid: a one-way stream.
+    grid: tuple[tuple[int, int], ...] = ()
+    #: A bulk echo of messages of this size beside the measured one (echo-under-load).
+    bulk: int | None = None
     #: The figures it shows besides the ones every workload has.
     more: Callable[[Figures, Sequence[Transfer]], Figures] = _no_more
 
@@ -100,6 +129,17 @@ def connections_per_s(transfer: Transfer) -> float:
     """Connections the server served over its wall span."""
     seconds = transfer.server_seconds
     return transfer.server_connections / seconds if seconds > 0 else 0.0
+
+
+def requests_per_s(transfer: Transfer) -> float:
+    """The requests answered per second, as the client saw them."""
+    return transfer.sent.requests_per_s or 0.0
+
+
+def p99_beside_bulk(transfer: Transfer) -> float:
+    """The p99 latency of the small requests while a bulk echo ran beside them (ms)."""
+    latency = transfer.sent.request_latency
+    return latency.p99_ms or 0.0 if latency is not None else 0.0
 
 
 def writes_per_s(transfer: Transfer) -> float:
@@ -234,6 +274,59 @@ def _latency(figures: Figures, transfers: Sequence[Transfer]) -> Figures:
     )
 
 
+def _percentiles(values: Sequence[Percentiles | None]) -> tuple[float | None, ...]:
+    """The medians of each run's p50, p99 and p99.9."""
+    found = [v for v in values if v is not None]
+
+    def middle(name: str) -> float | None:
+        got = [getattr(v, name) for v in found if getattr(v, name) is not None]
+        return statistics.median(got) if got else None
+
+    return middle("p50_ms"), middle("p99_ms"), middle("p999_ms")
+
+
+def _request_latency(figures: Figures, transfers: Sequence[Transfer]) -> Figures:
+    """Each run's request latencies, as the client timed them: medians of the runs'."""
+    p50, p99, p999 = _percentiles([t.sent.request_latency for t in transfers])
+    return replace(figures, latency_p50_ms=p50, latency_p99_ms=p99, latency_p999_ms=p999)
+
+
+def _under_load(figures: Figures, transfers: Sequence[Transfer]) -> Figures:
+    """The small requests beside the bulk echo, the same alone on the idle server just
+    before, how many times longer p99 was beside it, and the bulk's MB/s."""
+    figures = _request_latency(figures, transfers)
+    p50, p99, p999 = _percentiles([t.idle.request_latency if t.idle else None for t in transfers])
+    factors = [
+        loaded / alone
+        for t in transfers
+        if t.idle is not None
+        and (loaded := p99_beside_bulk(t)) > 0
+        and t.idle.request_latency is not None
+        and (alone := t.idle.request_latency.p99_ms or 0.0) > 0
+    ]
+    bulk = [
+        t.beside.bytes / t.beside.seconds / 1e6 for t in transfers if t.beside and t.beside.seconds
+    ]
+    return replace(
+        figures,
+        idle_p50_ms=p50,
+        idle_p99_ms=p99,
+        idle_p999_ms=p999,
+        slowdown=statistics.median(factors) if factors else None,
+        beside_mb_per_s=statistics.median(bulk) if bulk else None,
+    )
+
+
+def _three(a: float | None, b: float | None, c: float | None) -> str:
+    return f"{number(a, 2)}/{number(b, 2)}/{number(c, 2)}"
+
+
+#: The grid of vmbench, uvloop's benchmark: messages of 1, 10 and 100 KiB, 1, 10 and 100
+#: connections.
+VMBENCH_GRID = tuple((size * KIB, n) for size in (1, 10, 100) for n in (1, 10, 100))
+#: An echo run's cap on bytes per connection: it runs for its duration.
+ECHO_CAP = 1 << 40
+
 #: ``nbio compare --workload NAME``: what separates frameworks beyond one big stream.
 WORKLOADS = {
     w.name: w
@@ -343,5 +436,72 @@ WORKLOADS = {
                 CLIENT_DELAY,
             ),
         ),
+        Workload(
+            "echo",
+            ECHO_CAP,
+            duration=1.0,
+            grid=VMBENCH_GRID,
+            what="request and response: 1, 10, 100 KiB messages on 1, 10, 100 connections, "
+            "each answer read whole before the next (vmbench's grid), 1 s a run",
+            primary=requests_per_s,
+            label="requests/s",
+            chart_title="requests/s, client-measured (median, min–max)",
+            per=REQUEST,
+            fills_link=False,
+            columns=(
+                Column("requests/s, client, median (min–max)", lambda r: spread(r.primary, 0)),
+                RATIO,
+                Column(
+                    "latency ms p50/p99/p99.9, client, medians",
+                    lambda r: _three(r.latency_p50_ms, r.latency_p99_ms, r.latency_p999_ms),
+                ),
+                Column(
+                    "CPU ms per 1000 requests c/s, medians",
+                    lambda r: _pair(
+                        _median(r.client_cpu_s_per_unit),
+                        _median(r.server_cpu_s_per_unit),
+                        3,
+                        scale=1e6,
+                    ),
+                ),
+                CLIENT_DELAY,
+                SERVER_DELAY,
+            ),
+            more=_request_latency,
+        ),
+        Workload(
+            "echo-under-load",
+            ECHO_CAP,
+            duration=1.0,
+            grid=((KIB, 1),),
+            bulk=256 * KIB,
+            what="1 KiB requests on one connection while a bulk echo of 256 KiB messages "
+            "runs on another to the same server, and the same requests on the idle server",
+            primary=p99_beside_bulk,
+            label="p99 ms beside a bulk echo",
+            chart_title="p99 latency of 1 KiB requests beside a bulk echo (ms, median, min–max)",
+            per=REQUEST,
+            fills_link=False,
+            columns=(
+                Column(
+                    "latency ms p50/p99/p99.9 beside a bulk echo, medians",
+                    lambda r: _three(r.latency_p50_ms, r.latency_p99_ms, r.latency_p999_ms),
+                ),
+                Column("p99 × blocking's, median of pairs (min–max)", lambda r: spread(r.ratio)),
+                Column(
+                    "latency ms p50/p99/p99.9 idle, medians",
+                    lambda r: _three(r.idle_p50_ms, r.idle_p99_ms, r.idle_p999_ms),
+                ),
+                Column("p99 × idle, median", lambda r: number(r.slowdown, 1)),
+                Column("bulk echo MB/s beside, median", lambda r: number(r.beside_mb_per_s, 0)),
+                SERVER_DELAY,
+            ),
+            more=_under_load,
+        ),
     )
 }
+
+
+#: ``--workload all``: the one-way workloads, in turn (the echo workloads run a grid of
+#: their own: ``--workload echo``, ``--workload echo-under-load``).
+ALL = ("stream", "many", "churn", "small-writes")

@@ -59,13 +59,12 @@ def _fail(module: str, message: str, status: int = 1) -> NoReturn:
 
 
 def run_server(
-    module: str,
-    impl: str,
-    serve: Callable[[ServeOptions], object],
-    argv: Sequence[str] | None = None,
+    impl: str, serve: Callable[[ServeOptions], object], argv: Sequence[str] | None = None
 ) -> NoReturn:
-    """Parse ``--host`` and ``--port`` for the server module ``module`` of ``impl``, run
-    ``serve(options)`` (its ``main``, the framework's way) until Ctrl-C, and exit."""
+    """Parse ``--host`` and ``--port`` for the server module of ``impl`` run as
+    ``__main__``, run ``serve(options)`` (its ``main``, the framework's way) until Ctrl-C,
+    and exit."""
+    module = _module()
     parser = _parser(module, f"A sink server ({impl}): counts every byte until EOF; Ctrl-C stops")
     args = parser.parse_args(argv)
     options = ServeOptions(impl=impl, host=args.host, port=args.port)
