@@ -96,11 +96,15 @@ def _method(report: Report) -> str:
         for row in report.rows
         if len(row.runs) > s.min_rounds and row.target.impl != BASELINE
     ]
+    rounds = (
+        f"{verified}, which was its warm-up too; then {min(s.min_rounds, s.repeat)} round(s), "
+        "each running every row once in shuffled order right after a run of the baseline"
+    )
+    if s.repeat <= s.min_rounds:
+        return rounds
     return (
-        f"{verified}, which was its warm-up too; then {s.min_rounds} round(s), each running "
-        "every row once in shuffled order right after a run of the baseline, and up to "
-        f"{s.repeat} for rows whose ratios to their baseline runs still differed by more than "
-        f"{AGREE:.0%} of their median ({', '.join(more) if more else 'none did'})"
+        f"{rounds}, and up to {s.repeat} for rows whose ratios to their baseline runs still "
+        f"differed by more than {AGREE:.0%} of their median ({', '.join(more) or 'none did'})"
     )
 
 
