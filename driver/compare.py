@@ -294,6 +294,9 @@ def _everyone(
         return everyone, notes
     if missing is not None:
         notes.append(f"{missing}: no row of the kernel's own figure")
+    elif name == IPERF and settings.duration is None:
+        # Its receiver's count stops with its clock; a run of a size is not its kind.
+        notes.append("iperf3 times whole seconds: its row is in time-based runs (--duration)")
     elif settings.tls:
         notes.append(f"{name} speaks no TLS: no row of the kernel's own figure")
     elif echo and settings.connections != 1:

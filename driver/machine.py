@@ -203,16 +203,29 @@ def _cpu_times() -> tuple[int, int] | None:
     return None
 
 
+def _who(labels: list[str]) -> str:
+    return (
+        ", ".join(f"`{label}`" for label in labels)
+        if len(labels) <= 3
+        else f"{len(labels)} reports"
+    )
+
+
 def differences(machines: list[tuple[str, Machine]]) -> list[str]:
     """What differs between the machines of several reports, one line per field: the
-    processor, the kernel, its mitigations, virtualization, clock, Python, a package."""
+    processor, the kernel, its CPU vulnerabilities, virtualization, clock, Python, a
+    package's version (a package one run did not install is no difference: its rows are
+    not there). Each value names the reports that have it, or how many when more than 3."""
     lines = []
 
     def compare(name: str, values: list[str]) -> None:
-        if len(set(values)) > 1:
-            labels = [label for label, _ in machines]
-            each = "; ".join(f"`{a}`: {b}" for a, b in zip(labels, values, strict=True))
-            lines.append(f"{name}: {each}")
+        if len(set(values)) < 2:
+            return
+        have: dict[str, list[str]] = {}
+        for (label, _), value in zip(machines, values, strict=True):
+            have.setdefault(value, []).append(label)
+        each = [f"{value} ({_who(labels)})" for value, labels in have.items()]
+        lines.append(f"{name}: {'; '.join(each)}")
 
     def text(value: object) -> str:
         return "not recorded" if value is None else str(value)
@@ -223,7 +236,7 @@ def differences(machines: list[tuple[str, Machine]]) -> list[str]:
     names = sorted({n for found in recorded if found for n in found})
     for name in names:
         compare(
-            f"mitigation {name}",
+            f"CPU vulnerability {name}",
             [
                 text(None if found is None else found.get(name, "Not affected"))
                 for found in recorded
@@ -231,5 +244,7 @@ def differences(machines: list[tuple[str, Machine]]) -> list[str]:
         )
     packages = sorted({p for _, m in machines for p in m.packages})
     for package in packages:
-        compare(package, [m.packages.get(package, "not installed") for _, m in machines])
+        versions = [m.packages.get(package, "not installed") for _, m in machines]
+        if "not installed" not in versions:
+            compare(package, versions)
     return lines

@@ -284,8 +284,19 @@ def run_report(args: argparse.Namespace) -> int:
     from . import report, terminal
     from .figures import figures
 
-    _check_outputs(args)
+    _check_outputs(args, [] if args.html is None else [args.html])
     stored = [(path, _load(path)) for path in args.paths]
+    if args.html is not None:
+        from .html import page
+
+        text = page(stored)
+        try:
+            with open(args.html, "w", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.html!r}: {error_text(exc)}") from None
+        out(f"{args.html}: {len(stored)} report(s), {len(text) // 1024} KiB")
+        return 0
     if len(stored) == 1:
         _render(stored[0][1], args)
         return 0

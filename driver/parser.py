@@ -371,6 +371,13 @@ def build_parser() -> Parser:
         help="render a report that compare --save stored, or several side by side",
     )
     report.add_argument(
+        "--html",
+        metavar="OUT.html",
+        default=None,
+        help="write one self-contained page of every report given: charts, sortable and "
+        "filterable tables, nothing fetched from anywhere",
+    )
+    report.add_argument(
         "paths",
         metavar="FILE.json",
         nargs="+",

@@ -39,8 +39,8 @@ def test_compare_reports_a_row_per_implementation_and_loop(
     request: pytest.FixtureRequest,
 ) -> None:
     """Every installed implementation on every loop (``--loops all``) gets a row, plus the
-    blocking baseline and the reference; every row accounts for every byte (an unaccounted
-    one would be an error)."""
+    blocking baseline, the reference and, where it is installed, iperf3 (else a note says
+    it is not); every row accounts for every byte (an unaccounted one would be an error)."""
     impls = _impls(request.config)
     done = run_nbio(
         "compare",
@@ -63,30 +63,37 @@ def test_compare_reports_a_row_per_implementation_and_loop(
         if entry.name in impls or entry.name == "blocking"
         for loop in entry.available_loops()
     }
+    yardsticks = {"reference"}  # and iperf3 in a time-based run, not one of a --size
     assert {(row["impl"], row["loop"]) for row in report["rows"]} == expected | {
-        ("reference", "default")
+        (name, "default") for name in yardsticks
     }
+    why = "iperf3 times whole seconds" if shutil.which("iperf3") else "iperf3 not installed"
+    assert any(why in note for note in report["notes"]), report["notes"]
     for row in report["rows"]:
         assert set(row) == ROW_FIELDS
         assert row["errors"] == [], row["errors"]
-        assert row["verified"] == ("bytes" if row["impl"] == "reference" else "sha256")
-        assert len(row["runs"]) == (len(expected) if row["impl"] == "blocking" else 1)
-        assert all(set(run) == RUN_FIELDS for run in row["runs"])
+        assert row["verified"] == ("bytes" if row["impl"] in yardsticks else "sha256")
+        others = len(expected) - 1 + len(yardsticks)
+        assert len(row["runs"]) == (others if row["impl"] == "blocking" else 1)
+        assert all(set(run) == RUN_FIELDS | ({"tool"} if row["impl"] == "iperf3" else set())
+                   for run in row["runs"])  # fmt: skip
         figures = row["figures"]
         assert figures["mb_per_s"]["median"] > 0
-        assert row["loc"] > 0 and row["modules"]
+        assert (row["loc"] > 0 and row["modules"]) or row["impl"] == "iperf3"
         check = row["verification"]  # always hashed on both sides (the reference hashes nothing)
         assert check["received"][0]["sha256"] == check["sent"]["sha256"]
         for run in row["runs"]:  # the timed runs: the defaults, said by the processes
             (received,) = run["received"]
             assert received["sha256"] is None and run["sent"]["sha256"] is None
             assert run["sent"]["chunk_size"] == 256 * 1024 and run["sent"]["chunks"] == 8
-            if row["impl"] != "reference":
+            if row["impl"] not in yardsticks:
                 assert run["listening"]["digest"] == run["sent"]["digest"] == "none"
     figures = {row["impl"] + "/" + row["loop"]: row["figures"] for row in report["rows"]}
     assert figures["blocking/default"]["ratio"]["median"] == 1.0
     assert all(f["ratio"] is not None for f in figures.values())
-    assert {"cpu", "cores", "python", "twisted", "tornado", "uvloop"} <= set(report["machine"])
+    machine = report["machine"]
+    assert {"cpu", "cores", "python", "mitigations", "steal_percent"} <= set(machine)
+    assert {"twisted", "tornado", "uvloop"} <= set(machine["packages"])
     assert report["settings"]["size"] == 2 * 1024 * 1024
     assert isinstance(report["settings"]["seed"], int)
 
@@ -283,3 +290,25 @@ def test_a_transfer_over_a_link_runs_at_its_rate(default_target: Target) -> None
         ceiling = net.payload_ceiling / 1e6
     assert done.listening.host == net.server_host
     assert 0.2 * ceiling < done.server_mb_per_s < 1.15 * ceiling, (done.server_mb_per_s, ceiling)
+
+
+@pytest.mark.once
+def test_a_time_based_stream_has_iperf3_beside_the_rows() -> None:
+    """A stream of ``--duration``: each row sends for that long (its processes say so),
+    and where iperf3 is installed it is a row of the same rounds, its ``-J`` output kept
+    whole in each run; where it is not, a note says so."""
+    done = run_nbio(
+        "compare", "--impls", "blocking", "--duration", "0.5", "--repeat", "1", "--json",
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = {row["impl"]: row for row in report["rows"]}
+    for run in rows["blocking"]["runs"]:
+        assert run["sent"]["duration"] == 0.5 and 0.4 < run["sent"]["seconds"] < 5
+    if shutil.which("iperf3") is None:
+        assert any("iperf3 not installed" in note for note in report["notes"])
+        return
+    (run,) = rows["iperf3"]["runs"]
+    assert run["tool"]["end"]["sum_received"]["bytes"] == run["sent"]["bytes"] > 0
+    assert rows["iperf3"]["figures"]["mb_per_s"]["median"] > 0
