@@ -15,13 +15,11 @@ iperf3's own test time, ending when the process does.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,16 +28,15 @@ from typing import Any
 
 from .common.events import Listening, Received, Sent, Stopped, to_json
 from .common.loopdelay import DelayStats
-from .common.options import DEFAULT_HOST
 from .common.payload import DEFAULT_CHUNK_SIZE
 from .common.sizes import parse_size
+from .tools import STOPS, emit, free_port, listens, usage_of, verbs
 
 __all__ = ["IPERF", "main", "missing", "send", "serve"]
 
 #: The row's name in a report.
 IPERF = "iperf3"
 NO_TICKS = DelayStats(ticks=0)  # no loop, no ticker
-_TCP_LISTEN = "0A"
 
 
 def missing() -> str | None:
@@ -52,43 +49,6 @@ def missing() -> str | None:
 def _version() -> str:
     done = subprocess.run(["iperf3", "--version"], capture_output=True, text=True, check=False)
     return (done.stdout.splitlines() or ["iperf3"])[0].split(" (")[0]
-
-
-def _emit(line: str) -> None:
-    print(line, flush=True)
-
-
-def _free_port(host: str) -> int:
-    """A port nothing listens on (iperf3 takes no port 0): bound, read, released."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _listens(port: int) -> bool:
-    """Whether something listens on ``port`` in this network namespace (``/proc/net/tcp``):
-    a probe connection would be iperf3's one test."""
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as file:
-                next(file)
-                for line in file:
-                    fields = line.split()
-                    if fields[3] == _TCP_LISTEN and int(fields[1].split(":")[-1], 16) == port:
-                        return True
-        except (OSError, StopIteration):
-            continue
-    return False
-
-
-def _usage(rusage: Any) -> tuple[float, int, int]:
-    """CPU seconds, voluntary context switches and peak RSS (KiB) of a waited child."""
-    return rusage.ru_utime + rusage.ru_stime, rusage.ru_nvcsw, rusage.ru_maxrss
-
-
-#: What stops a sink: nbio stops every server with SIGTERM, people with Ctrl-C.
-_STOPS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _reader(child: subprocess.Popen[str]) -> list[str]:
@@ -104,30 +64,30 @@ def _reader(child: subprocess.Popen[str]) -> list[str]:
 
 def serve(host: str, port: int) -> None:
     """Run one iperf3 test as its server; report it as nbio's sink would."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)  # taken with sigtimedwait, in turn
-    port = port or _free_port(host)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)  # taken with sigtimedwait, in turn
+    port = port or free_port(host)
     child = subprocess.Popen(
         ["iperf3", "-s", "-1", "-J", "-B", host, "-p", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )
     output = _reader(child)
-    while not _listens(port):
+    while not listens(port):
         if child.poll() is not None:
             sys.exit(f"iperf3 -s exited {child.returncode} before it listened")
         time.sleep(0.005)
-    _emit(to_json(Listening(IPERF, "default", host, port, f"{_version()} (C, no loop)")))
+    emit(to_json(Listening(IPERF, "default", host, port, f"{_version()} (C, no loop)")))
     while True:  # until the test ends (iperf3 exits) or we are stopped first
         pid, _, rusage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
-        if signal.sigtimedwait(_STOPS, 0.01) is not None:
+        if signal.sigtimedwait(STOPS, 0.01) is not None:
             child.kill()
             child.wait()
-            _emit(to_json(Stopped(connections=0, bytes=0)))
+            emit(to_json(Stopped(connections=0, bytes=0)))
             return
     ended_at = time.monotonic()
-    cpu_s, waits, peak = _usage(rusage)
+    cpu_s, waits, peak = usage_of(rusage)
     for _ in range(500):  # the reading thread ends with the child's output
         if output:
             break
@@ -141,9 +101,9 @@ def serve(host: str, port: int) -> None:
         loop_delay=NO_TICKS, first_byte_at=ended_at - seconds, ended_at=ended_at,
         cpu_at_first_byte=0.0, cpu_at_end=cpu_s, waits_at_first_byte=0, waits_at_end=waits,
     )  # fmt: skip
-    _emit(to_json(end))
-    signal.sigwait(_STOPS)  # until nbio stops us, as it stops every sink
-    _emit(
+    emit(to_json(end))
+    signal.sigwait(STOPS)  # until nbio stops us, as it stops every sink
+    emit(
         to_json(
             Stopped(
                 connections=1,
@@ -178,13 +138,13 @@ def send(host: str, port: int, size: int, chunk_size: int, duration: float | Non
     result: dict[str, Any] = json.loads(output) if output.strip() else {}
     if status != 0 or "error" in result:
         sys.exit(f"iperf3 -c failed: {result.get('error', f'exit {status}')}")
-    cpu_s, waits, peak = _usage(rusage)
-    _emit(json.dumps({"event": "tool", "name": IPERF, "output": result}))
+    cpu_s, waits, peak = usage_of(rusage)
+    emit(json.dumps({"event": "tool", "name": IPERF, "output": result}))
     # sum_sent counts what iperf3 wrote before its clock stopped, and the server reads the
     # rest after: its count, which the client learns at the end, is the one both agree on.
     count = int(result["end"]["sum_received"]["bytes"])
     seconds = float(result["end"]["sum_sent"]["seconds"])
-    _emit(
+    emit(
         to_json(
             Sent(
                 bytes=count,
@@ -207,14 +167,7 @@ def send(host: str, port: int, size: int, chunk_size: int, duration: float | Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m nbio.iperf serve|send``, with the options nbio gives a row."""
-    parser = argparse.ArgumentParser(prog="python -m nbio.iperf", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    for name in ("serve", "send"):
-        verb = verbs.add_parser(name)
-        verb.add_argument("--host", default=DEFAULT_HOST)
-        verb.add_argument("--port", type=int, required=True)
-        verb.add_argument("--digest", choices=["none"], default="none", help="it hashes nothing")
-    sender = verbs.choices["send"]
+    parser, _, sender = verbs("python -m nbio.iperf", __doc__)
     sender.add_argument("--size", type=parse_size, required=True)
     sender.add_argument("--connections", type=int, choices=[1], default=1)
     sender.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)

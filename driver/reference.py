@@ -20,7 +20,6 @@ server (plain blocking sockets and a thread per connection, the requests timed b
 
 from __future__ import annotations
 
-import argparse
 import signal
 import socket
 import ssl
@@ -46,11 +45,12 @@ from .common.events import (
     to_json,
 )
 from .common.loopdelay import DelayStats
-from .common.options import DEFAULT_HOST, ClientTls, Echo, ServerTls
+from .common.options import ClientTls, Echo, ServerTls
 from .common.payload import DEFAULT_CHUNK_SIZE, TALK_LINE, Payload
 from .common.results import error_text
 from .common.sizes import parse_size
 from .edge.tls import client_context, server_context, version_and_cipher
+from .tools import emit, verbs
 
 __all__ = ["main", "send", "serve"]
 
@@ -60,7 +60,7 @@ NO_TICKS = DelayStats(ticks=0)  # no loop, no ticker
 
 
 def _emit(event: Event) -> None:
-    print(to_json(event), flush=True)
+    emit(to_json(event))
 
 
 class _Stop(Exception):
@@ -395,18 +395,10 @@ def _on_schedule(sock: socket.socket, requests: Requests) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nbio.reference", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("serve", "send"):
-        command = commands.add_parser(name)
-        command.add_argument("--host", default=DEFAULT_HOST)
-        command.add_argument("--port", type=int, required=True)
-        command.add_argument("--digest", choices=["none"], default="none", help="it hashes nothing")
-        command.add_argument("--mode", choices=["sink", "echo"], default="sink")
-    server = commands.choices["serve"]
+    """``python -m nbio.reference serve|send``, with the options nbio gives a row."""
+    parser, server, sender = verbs("python -m nbio.reference", __doc__, ("sink", "echo"))
     server.add_argument("--cert", default=None)
     server.add_argument("--key", default=None)
-    sender = commands.choices["send"]
     sender.add_argument("--size", type=parse_size, default=None)
     sender.add_argument("--connections", type=int, default=1)
     sender.add_argument("--chunk-size", type=parse_size, default=DEFAULT_CHUNK_SIZE)
@@ -418,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sender.add_argument("--server-name", default="localhost")
     args = parser.parse_args(argv)
     echo = args.mode == "echo"
-    if args.command == "serve":
+    if args.verb == "serve":
         tls = ServerTls(args.cert, args.key) if args.cert and args.key else None
         serve(args.host, args.port, echo, tls)
         return 0

@@ -14,7 +14,6 @@ client's: a checked transfer of nbio's, it is not.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -28,10 +27,9 @@ from typing import Any
 
 from .common.events import Listening, Received, Sent, Stopped, to_json
 from .common.loopdelay import DelayStats
-from .common.options import DEFAULT_HOST
 from .common.percentiles import Percentiles
 from .common.sizes import parse_size
-from .iperf import _free_port, _listens, _usage
+from .tools import STOPS, connected, emit, free_port, listens, usage_of, verbs
 
 __all__ = ["MAX_MESSAGE", "SOCKPERF", "main", "missing", "send", "serve"]
 
@@ -39,8 +37,6 @@ SOCKPERF = "sockperf"
 #: The largest message sockperf's TCP ping-pong takes (its -m limit).
 MAX_MESSAGE = 65000
 NO_TICKS = DelayStats(ticks=0)
-_STOPS = {signal.SIGTERM, signal.SIGINT}
-_TCP_ESTABLISHED = "01"
 _PERCENTILE = re.compile(r"percentile (\d+\.\d+) = +([\d.]+)")
 _MAX = re.compile(r"<MAX> observation = +([\d.]+)")
 _COUNT = re.compile(
@@ -55,35 +51,31 @@ def missing() -> str | None:
     return None
 
 
-def _emit(line: str) -> None:
-    print(line, flush=True)
-
-
 def serve(host: str, port: int) -> None:
     """Run sockperf's server until nbio stops it, reporting it as a sink would (it says
     nothing of what it echoed: the counts are 0)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
-    port = port or _free_port(host)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    port = port or free_port(host)
     child = subprocess.Popen(
         ["sockperf", "server", "--tcp", "-i", host, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while not _listens(port):
+    while not listens(port):
         if child.poll() is not None:
             sys.exit(f"sockperf server exited {child.returncode} before it listened")
         time.sleep(0.005)
-    _emit(to_json(Listening(SOCKPERF, "default", host, port, "sockperf (C)", mode="echo")))
+    emit(to_json(Listening(SOCKPERF, "default", host, port, "sockperf (C)", mode="echo")))
     # nbio waits for a `received` event per connection: sockperf says nothing, so its one
     # connection is seen in the kernel's table, open, then gone.
     seen = False
-    while signal.sigtimedwait(_STOPS, 0.005) is None:
-        connected = _connected(port)
-        if connected and not seen:
+    while signal.sigtimedwait(STOPS, 0.005) is None:
+        held = connected(port)
+        if held and not seen:
             seen, began = True, time.monotonic()
-        elif seen and not connected:
+        elif seen and not held:
             ended = time.monotonic()
-            _emit(
+            emit(
                 to_json(
                     Received(
                         f"{host}:*",
@@ -100,29 +92,13 @@ def serve(host: str, port: int) -> None:
             seen = False
     child.terminate()
     _, _, rusage = os.wait4(child.pid, 0)
-    cpu_s, waits, peak = _usage(rusage)
+    cpu_s, waits, peak = usage_of(rusage)
     # Its CPU over its whole life (its warm-up and idling too): the one figure there is.
     stopped = Stopped(
         1, 0, peak_rss_kib=peak, cpu_s=cpu_s, cpu_at_first_byte=0.0, cpu_at_end=cpu_s,
         waits_at_first_byte=0, waits_at_end=waits,
     )  # fmt: skip
-    _emit(to_json(stopped))
-
-
-def _connected(port: int) -> bool:
-    """Whether a connection to ``port`` is open in this network namespace."""
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as file:
-                next(file)
-                for line in file:
-                    fields = line.split()
-                    local = int(fields[1].split(":")[-1], 16)
-                    if fields[3] == _TCP_ESTABLISHED and local == port:
-                        return True
-        except (OSError, StopIteration):
-            continue
-    return False
+    emit(to_json(stopped))
 
 
 def send(host: str, port: int, message_size: int, duration: float) -> None:
@@ -139,7 +115,7 @@ def send(host: str, port: int, message_size: int, duration: float) -> None:
     counted = _COUNT.search(output)
     if status != 0 or counted is None:
         sys.exit(f"sockperf ping-pong failed: {output.strip().splitlines()[-1:]}")
-    cpu_s, waits, peak = _usage(rusage)
+    cpu_s, waits, peak = usage_of(rusage)
     seconds, count = float(counted.group(1)), int(counted.group(3))
     found = {float(p): float(v) / 1000 for p, v in _PERCENTILE.findall(output)}  # µs to ms
     biggest = _MAX.search(output)
@@ -152,8 +128,8 @@ def send(host: str, port: int, message_size: int, duration: float) -> None:
         p999_ms=found.get(99.9),
     )
     tool: dict[str, Any] = {"command": command, "output": output}
-    _emit(__import__("json").dumps({"event": "tool", "name": SOCKPERF, "output": tool}))
-    _emit(
+    emit(__import__("json").dumps({"event": "tool", "name": SOCKPERF, "output": tool}))
+    emit(
         to_json(
             Sent(
                 bytes=count * message_size,
@@ -180,15 +156,7 @@ def send(host: str, port: int, message_size: int, duration: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m nbio.sockperf serve|send``, with the options nbio gives an echo row."""
-    parser = argparse.ArgumentParser(prog="python -m nbio.sockperf", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    for name in ("serve", "send"):
-        verb = verbs.add_parser(name)
-        verb.add_argument("--host", default=DEFAULT_HOST)
-        verb.add_argument("--port", type=int, required=True)
-        verb.add_argument("--digest", choices=["none"], default="none", help="it hashes nothing")
-        verb.add_argument("--mode", choices=["echo"], default="echo")
-    sender = verbs.choices["send"]
+    parser, _, sender = verbs("python -m nbio.sockperf", __doc__, ("echo",))
     sender.add_argument("--message-size", type=parse_size, default=1024)
     sender.add_argument("--requests", type=int, default=0, help="not used: it runs --duration")
     sender.add_argument("--connections", type=int, choices=[1], default=1)
