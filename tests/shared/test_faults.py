@@ -506,8 +506,8 @@ def test_tiny_writes_keep_the_client_small_and_ticking(target: Target) -> None:
     assert arrival.bytes == sent["bytes"] == 256 * 1024
     assert sent["chunks"] == 256 * 1024
     assert sent["peak_rss_kib"] < 96 * 1024, sent
-    if sent["ticks"]:
-        assert sent["loop_delay_ms"]["max"] < 100, sent
+    if sent["ticks"]:  # without the yield: 8 to 18 s; a loaded CI machine gave 189 ms
+        assert sent["loop_delay_ms"]["max"] < 1000, sent
     assert sent["ticks"] >= sent["seconds"] / 0.010 / 3 - 1, sent
 
 
