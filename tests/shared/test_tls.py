@@ -111,7 +111,9 @@ def test_a_tls_server_refuses_what_is_not_tls_and_serves_on(target: Target) -> N
         raw = socket.create_connection((LOCALHOST, server.port), timeout=WAIT)
         sock = trusted.wrap_socket(raw, server_hostname="localhost")
         sock.sendall(b"t" * MiB)
-        raw.shutdown(socket.SHUT_WR)  # a FIN under TLS: no close_notify
+        # A FIN under TLS, no close_notify: wrap_socket() detached raw (its descriptor is
+        # -1), and SSLSocket.shutdown() drops the TLS layer before shutting the socket down.
+        sock.shutdown(socket.SHUT_WR)
         (cut,) = server.received()
         assert cut["outcome"] == "truncated", cut
         sock.close()
