@@ -13,6 +13,7 @@ import os
 import random
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from . import registry, workloads
@@ -71,34 +72,37 @@ def _delay_text(sent: Sent) -> str:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    """``nbio profile``: one checked transfer with both processes under py-spy."""
-    from . import profile
+    """``nbio profile``: one checked transfer with both processes under py-spy, with the
+    settings ``nbio compare`` gives the workload (over TLS with ``--tls``)."""
+    from . import compare, profile
 
     found = entry(args)
     if profile.py_spy() is None:
         raise UsageError("profile needs py-spy (pip install 'nbio[profile]')")
     if not os.path.isdir(args.out) or not os.access(args.out, os.W_OK):
         raise UsageError(f"cannot write SVGs into {args.out!r}")
-    workload = workloads.WORKLOADS[args.workload]
+    if args.tls and importlib.util.find_spec("trustme") is None:
+        raise UsageError("--tls makes a throwaway CA with trustme: pip install 'nbio[tls]'")
+    asked = compare.Asked(seed=0, size=args.size, duration=args.duration, tls=args.tls)
+    plan = compare.plans(workloads.WORKLOADS[args.workload], asked)[0]
     limit = found.loop(args.loop).max_connections
-    settings = Settings(
-        workload.size if args.size is None else args.size,
-        workload.connections,
-        workload.chunk_size,
-        "none",
-        workload.concurrency,
-    )
-    if limit is not None and settings.at_once > limit:
+    if limit is not None and plan.transfer.at_once > limit:
         raise UsageError(f"the {args.loop} loop watches at most {limit} connections")
-    name = f"{found.name}-{args.loop}-{args.workload}"
-    try:
-        done = profile.record(Target(found.name, args.loop), settings, args.out, name)
-    except TransferFailed as exc:
-        say(f"nbio profile: error: {exc}")
-        return 1
+    name = f"{found.name}-{args.loop}-{compare.label(plan)}" + ("-tls" if args.tls else "")
+    with tempfile.TemporaryDirectory(prefix="nbio-tls-") as folder:
+        settings = plan.transfer
+        if args.tls:
+            from .edge.tls import throwaway
+
+            settings = replace(settings, tls=throwaway(folder))
+        try:
+            done = profile.record(Target(found.name, args.loop), settings, args.out, name)
+        except TransferFailed as exc:
+            say(f"nbio profile: error: {exc}")
+            return 1
     seconds = done.transfer.server_seconds
     out(
-        f"{found.name} ({args.loop} loop), {args.workload}: "
+        f"{found.name} ({args.loop} loop), {compare.label(plan)}: "
         f"{done.transfer.server_bytes} bytes in {seconds:.3f} s, sampled {profile.RATE} times a "
         "second by py-spy"
     )

@@ -133,6 +133,18 @@ def _echo() -> Parser:
     return parent
 
 
+def _tls() -> Parser:
+    """Every connection of a measured run over TLS: compare and profile."""
+    parent = _parent()
+    parent.add_argument(
+        "--tls",
+        action="store_true",
+        help="every connection over TLS 1.3, through each framework's own layer (a "
+        "throwaway CA for the run; needs the tls extra)",
+    )
+    return parent
+
+
 def _workload(choices: list[str], extra: str = "") -> Parser:
     parent = _parent()
     parent.add_argument(
@@ -169,7 +181,7 @@ def build_parser() -> Parser:
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     target, size, connections, output = _target(), _size(), _connections(), _output()
-    echo = _echo()
+    echo, tls = _echo(), _tls()
     names = list(workloads.WORKLOADS)
 
     impls = commands.add_parser("impls", help="list the implementations installed here")
@@ -284,7 +296,7 @@ def build_parser() -> Parser:
 
     profile = commands.add_parser(
         "profile",
-        parents=[target, _workload(names), size],
+        parents=[target, _workload(names), size, tls],
         help="record a py-spy flame graph (SVG) of the client and of the server in one transfer",
     )
     profile.add_argument(
@@ -298,6 +310,7 @@ def build_parser() -> Parser:
             size,
             connections,
             echo,
+            tls,
             output,
         ],
         help="measure every implementation and loop side by side, as processes",
@@ -346,12 +359,6 @@ def build_parser() -> Parser:
         default=[],
         metavar="IMPL[/LOOP]:PATH=SIZE",
         help="also run IMPL with knobs set (see serve --tune), as a row of its own",
-    )
-    compare.add_argument(
-        "--tls",
-        action="store_true",
-        help="every connection over TLS 1.3, through each framework's own layer (a "
-        "throwaway CA for the run; needs the tls extra)",
     )
     compare.add_argument(
         "--link",
