@@ -368,10 +368,11 @@ def test_syscalls_are_per_gib_minus_the_tiny_transfer() -> None:
 
 
 def test_without_iperf3_the_report_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where iperf3 is not installed, a stream run has no row of it, and its header says
-    why; where it is, the row runs in the same rounds as every other."""
+    """Where iperf3 is not installed, a time-based stream run has no row of it, and its
+    header says why; where it is, the row runs in the same rounds as every other; a run of
+    a --size has none (iperf3's count stops with its clock), and says so."""
     monkeypatch.setattr(compare.iperf, "missing", lambda: "iperf3 not installed")
-    settings = record.CompareSettings(size=GIB, seed=1, repeat=2)
+    settings = record.CompareSettings(size=GIB, seed=1, repeat=2, duration=1.0)
     measured = compare.run(settings, [BLOCKING], transfer=FakeBench(SPEEDS))
     assert {row.target.impl for row in measured.rows} == {"blocking", REFERENCE}
     assert "Note: iperf3 not installed: no row of the kernel's own figure." in report.header(
@@ -382,3 +383,6 @@ def test_without_iperf3_the_report_says_so(monkeypatch: pytest.MonkeyPatch) -> N
     (row,) = [row for row in measured.rows if row.target.impl == "iperf3"]
     assert row.verified == "bytes" and len(row.runs) == 2 and row.loc == 0
     assert report.cells(figures.reduce(measured)[-1])[-1] == "-"
+    sized = compare.run(replace(settings, duration=None), [BLOCKING], transfer=FakeBench(SPEEDS))
+    assert "iperf3" not in {row.target.impl for row in sized.rows}
+    assert any("time-based runs" in note for note in sized.notes)
