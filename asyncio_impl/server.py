@@ -90,7 +90,7 @@ async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
         port = server.sockets[0].getsockname()[1]
         emit(options.listening(port, loops.loop_name(loop)))
         stopped_by = await signals.wait()
-        server.close()  # stop accepting; connections already accepted carry on
+        await loops.stop_accepting(server)  # connections already accepted carry on
         if not await loops.wait_idle(sink, options.grace, signals):
             sink.abort_all()
             await loops.wait_idle(sink, None)
