@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 
 from ..common.events import EOF, ERROR, RESET, format_peer
 from ..common.interface import Emit
@@ -38,13 +39,17 @@ BACKLOG = 1024
 # --- connection -------------------------------------------------------------------------
 
 
-async def handle_connection(sink: Sink, stream: SocketStream) -> None:
-    """Count one connection's bytes until EOF, then report it (in its own task)."""
+async def handle_connection(
+    sink: Sink, stream: SocketStream, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Count one connection's bytes until EOF, then report it (in its own task, which is
+    started once the sink knows of the connection)."""
     # The connection's own scope: the sink's abort (grace over, idle too long) cancels it.
     scope = anyio.CancelScope()
     # None if the peer already reset (getpeername fails), as asyncio's "peername" is then.
     peer = format_peer(stream.extra(SocketAttribute.remote_address, None))
     connection = sink.open(peer, time.monotonic(), scope.cancel)
+    task_status.started()  # the sink knows of it: a stop from now on covers it
     if connection is None:  # --max-connections are open: reset, and reported
         raw = stream.extra(SocketAttribute.raw_socket)
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
@@ -85,21 +90,42 @@ def _pause_until_read(stream: SocketStream) -> None:
 
 
 async def _accept_connections(sink: Sink, listener: SocketListener, group: TaskGroup) -> None:
-    """Accept connections into ``group`` until cancelled. Not ``listener.serve()``: it
-    has no error handling (anyio/abc/_sockets.py), so accept() failing for want of
-    descriptors would end it, and the server would stop accepting for good. Here it
-    pauses for the sink's back-off instead: the connections wait in the kernel's queue."""
+    """Accept connections into ``group`` until cancelled, and only ever cancelled while it
+    holds no connection. Not ``listener.serve()``: it has no error handling
+    (anyio/abc/_sockets.py), so accept() failing for want of descriptors would end it, and
+    the server would stop accepting for good. Here it pauses for the sink's back-off
+    instead: the connections wait in the kernel's queue."""
+    raw = listener.extra(SocketAttribute.raw_socket)
     async with listener:
         while True:
-            try:
-                stream = await listener.accept()
-            # EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: never stop. The asyncio backend
-            # raises the OSError, the trio backend a BrokenResourceError caused by it.
-            except (OSError, anyio.BrokenResourceError) as exc:
-                reason = error_text(loops.cause(exc))
-                await anyio.sleep(sink.accept_failed(reason, time.monotonic()))
-                continue
-            group.start_soon(handle_connection, sink, stream)
+            # Cancelled here, the loop holds nothing: the kernel keeps what it queued. On
+            # asyncio a cancel is delivered only to a task whose wait is not over yet, so
+            # with connections queued (the listener readable at once) it could miss
+            # every turn and the loop would accept on through the grace (seen on
+            # uvloop): ask first.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            await anyio.wait_readable(raw)
+            # But not from here until the sink knows of the connection: accept() is not
+            # safe to cancel. Under a SIGTERM amid a burst, the last connection accept4
+            # returned was neither received nor rejected (6 of 12 runs on each of asyncio's
+            # loops): on the selector loop, _sock_accept accepts for a future already
+            # cancelled and drops the socket on set_result's InvalidStateError (CPython
+            # gh-153761); on uvloop, anyio's accept() is cancelled in the
+            # connect_accepted_socket() it awaits after accept4 (TCPSocketListener.accept,
+            # anyio/_backends/_asyncio.py), which closes the socket. Readable, accept()
+            # does not wait: a connection is queued (Linux keeps even a reset one there).
+            with anyio.CancelScope(shield=True):
+                try:
+                    stream = await listener.accept()
+                # EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: never stop. The asyncio
+                # backend raises the OSError, the trio backend a BrokenResourceError
+                # caused by it.
+                except (OSError, anyio.BrokenResourceError) as exc:
+                    retry_in = sink.accept_failed(error_text(loops.cause(exc)), time.monotonic())
+                else:
+                    await group.start(handle_connection, sink, stream)
+                    continue
+            await anyio.sleep(retry_in)  # the back-off, cancellable: it holds nothing
 
 
 # --- server -----------------------------------------------------------------------------
@@ -107,10 +133,11 @@ async def _accept_connections(sink: Sink, listener: SocketListener, group: TaskG
 
 async def start_listening(
     task_group: TaskGroup, sink: Sink, options: ServeOptions
-) -> tuple[list[SocketListener], anyio.CancelScope]:
+) -> tuple[list[SocketListener], Callable[[], Awaitable[None]]]:
     """Listen on ``options.host:port``, accepting in tasks of ``task_group`` whose
-    connections are tasks of ``task_group`` too; return the listeners and the scope whose
-    cancel() stops accepting (the connections carry on)."""
+    connections are tasks of ``task_group`` too; return the listeners and a function that
+    stops accepting and returns once every connection accepted is known to the sink (the
+    connections carry on)."""
     multi = await anyio.create_tcp_listener(
         local_host=options.host, local_port=options.port, backlog=BACKLOG
     )
@@ -118,15 +145,23 @@ async def start_listening(
     # types only as Listeners.
     listeners = [cast(SocketListener, listener) for listener in multi.listeners]
     accepting = anyio.CancelScope()
+    accepted_all = anyio.Event()
 
     async def accept_on_all() -> None:
-        with accepting:
-            async with anyio.create_task_group() as acceptors:
-                for listener in listeners:
-                    acceptors.start_soon(_accept_connections, sink, listener, task_group)
+        try:
+            with accepting:
+                async with anyio.create_task_group() as acceptors:
+                    for listener in listeners:
+                        acceptors.start_soon(_accept_connections, sink, listener, task_group)
+        finally:
+            accepted_all.set()
+
+    async def stop_accepting() -> None:
+        accepting.cancel()
+        await accepted_all.wait()  # an accept under way ends first, and is in the sink
 
     task_group.start_soon(accept_on_all)
-    return listeners, accepting
+    return listeners, stop_accepting
 
 
 async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
@@ -138,11 +173,11 @@ async def serve_until_stopped(options: ServeOptions, emit: Emit) -> int:
     try:
         async with anyio.create_task_group() as group:
             stop_ticker = start_ticker(group, delay, sink.expire)
-            listeners, accepting = await start_listening(group, sink, options)
+            listeners, stop_accepting = await start_listening(group, sink, options)
             port = listeners[0].extra(SocketAttribute.local_port)
             emit(options.listening(port, loops.loop_name()))
             stopped_by = await signals.wait()
-            accepting.cancel()  # stop accepting; connections already accepted carry on
+            await stop_accepting()  # connections already accepted carry on
             if not await loops.wait_idle(sink, options.grace, signals):
                 sink.abort_all()
                 await loops.wait_idle(sink, None)

@@ -65,7 +65,7 @@ async def test_tasks_of_one_task_group_deliver_every_byte() -> None:
     accounts = [SendAccount("sha256") for _ in range(3)]
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as group:
-            listeners, accepting = await server.start_listening(
+            listeners, stop_accepting = await server.start_listening(
                 group, sink, ServeOptions(impl="test", port=0)
             )
             port = listeners[0].extra(SocketAttribute.local_port)
@@ -75,7 +75,7 @@ async def test_tasks_of_one_task_group_deliver_every_byte() -> None:
                     senders.start_soon(client.send_one, options, account, lambda n: None)
             while len(events) < 3:
                 await anyio.sleep(0.01)
-            accepting.cancel()
+            await stop_accepting()
     assert [a.sha256 for a in accounts] == [payload.sha256()] * 3
     received = [e for e in events if isinstance(e, Received)]
     assert [(r.bytes, r.sha256, r.outcome) for r in received] == [
@@ -90,7 +90,7 @@ async def test_a_reset_reads_as_a_reset() -> None:
     sink = Sink("none", LoopDelay(), events.append)
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as group:
-            listeners, accepting = await server.start_listening(
+            listeners, stop_accepting = await server.start_listening(
                 group, sink, ServeOptions(impl="test", port=0)
             )
             port = listeners[0].extra(SocketAttribute.local_port)
@@ -102,7 +102,7 @@ async def test_a_reset_reads_as_a_reset() -> None:
             peer.close()
             while not events:
                 await anyio.sleep(0.01)
-            accepting.cancel()
+            await stop_accepting()
     (received,) = [e for e in events if isinstance(e, Received)]
     assert received.outcome == "reset"
 
