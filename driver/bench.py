@@ -40,6 +40,7 @@ __all__ = [
     "run_wrapped",
     "strace_missing",
     "syscall_counts",
+    "tracee",
 ]
 
 #: Starts a module of nbio in a child process so that no working directory can shadow it:
@@ -148,7 +149,7 @@ def _strace(path: str) -> list[str]:
     return ["strace", "-f", "-c", "-o", path, "--"]
 
 
-def _tracee(pid: int, wait: float = WAIT) -> int:
+def tracee(pid: int, wait: float = WAIT) -> int:
     """The process a wrapper (``pid``: strace, py-spy) started: the one to signal."""
     deadline = time.monotonic() + wait
     while True:
@@ -255,7 +256,7 @@ def run_wrapped(
         else:
             sent, tool = _client(subprocess.Popen(send, **_PIPES))
         received = [_next_event(lines, errors, proc, Received) for _ in range(connections)]
-        os.kill(_tracee(proc.pid) if "server" in wrappers else proc.pid, signal.SIGTERM)
+        os.kill(tracee(proc.pid) if "server" in wrappers else proc.pid, signal.SIGTERM)
         stopped = _next_event(lines, errors, proc, Stopped)
         proc.wait(WAIT)
         if watcher is not None:
@@ -273,7 +274,7 @@ def run_wrapped(
         if proc.poll() is None:
             if "server" in wrappers:  # its child would keep the pipes open
                 with contextlib.suppress(OSError, TransferFailed):
-                    os.kill(_tracee(proc.pid, wait=0.0), signal.SIGKILL)
+                    os.kill(tracee(proc.pid, wait=0.0), signal.SIGKILL)
             proc.kill()
             proc.wait()
         for reader, stream in ((lines, proc.stdout), (errors, proc.stderr)):

@@ -3,10 +3,12 @@ stdlib-socket sink and client that they are checked against. Imports no framewor
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import queue
+import re
 import resource
 import signal
 import socket
@@ -16,12 +18,14 @@ import tempfile
 import termios
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from nbio.bench import NBIO, command  # the one place command lines are built
+from nbio.bench import NBIO, command, tracee  # the one place command lines are built
 from nbio.common.payload import Payload
-from nbio.transfer import Target
+from nbio.transfer import Target, TransferFailed
 
 LOCALHOST = "127.0.0.1"
 #: Seconds any one wait may take before the test fails; generous: machines are shared.
@@ -39,12 +43,20 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 class ServerProcess:
-    """``nbio serve --port 0 --json`` in a child process, its events read as they come. Its
-    stderr goes to a file, so that a server that floods it cannot block on a full pipe;
-    ``files`` caps its descriptors (``RLIMIT_NOFILE``) and ``memory`` its address space."""
+    """``nbio serve --port 0 --json`` (or ``port``) in a child process, its events read as
+    they come. Its stderr goes to a file, so that a server that floods it cannot block on a
+    full pipe; ``files`` caps its descriptors (``RLIMIT_NOFILE``) and ``memory`` its
+    address space. With ``wrapper`` (``strace ... --``) the server is the wrapper's child:
+    ``pid`` is the server's, the one to signal and to count descriptors of."""
 
     def __init__(
-        self, target: Target, *args: str, files: int | None = None, memory: int | None = None
+        self,
+        target: Target,
+        *args: str,
+        files: int | None = None,
+        memory: int | None = None,
+        wrapper: Sequence[str] = (),
+        port: int = 0,
     ) -> None:
         self.target = target
         self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in __exit__
@@ -56,19 +68,27 @@ class ServerProcess:
                 resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
         self.proc = subprocess.Popen(
-            command("serve", target, "--port", "0", *args),
+            [*wrapper, *command("serve", target, "--port", str(port), *args)],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
             preexec_fn=limit if files or memory else None,
         )
+        self._wrapped = bool(wrapper)
+        self.pid = self.proc.pid  # the server's: the wrapper's child, once it listens
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        listening = self.next_event()
+        try:
+            listening = self.next_event()
+        except BaseException:
+            self.__exit__()  # it never listened: nothing of it is left behind
+            raise
         assert listening["event"] == "listening", listening
         self.listening = listening
         self.port: int = listening["port"]
+        if wrapper:
+            self.pid = tracee(self.proc.pid)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -104,7 +124,7 @@ class ServerProcess:
         """Signal the server, expect its ``stopped`` event and its exit status: 0 after
         SIGTERM, 130 after SIGINT. With ``before``, events that come first (connections
         still ending) are appended to it; without, the next event must be ``stopped``."""
-        self.proc.send_signal(signum)
+        os.kill(self.pid, signum)
         return self.stop_event(timeout, 130 if signum == signal.SIGINT else 0, before)
 
     def stop_event(
@@ -129,6 +149,9 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.proc.poll() is None:
+            if self._wrapped:  # killed, a wrapper would leave its child running
+                with contextlib.suppress(OSError, TransferFailed):
+                    os.kill(tracee(self.proc.pid, wait=0.0), signal.SIGKILL)
             self.proc.kill()
         self.proc.wait(WAIT)
         if self.proc.stdout is not None:
@@ -330,3 +353,25 @@ def wait_until(condition: Any, timeout: float = WAIT, what: str = "condition") -
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout} s")
         time.sleep(0.01)
+
+
+# --- the kernel's own count: strace -----------------------------------------------------
+
+
+def strace_accepts(path: Path) -> list[str]:
+    """The wrapper (for :class:`ServerProcess`) that logs every ``accept`` and ``accept4``
+    of a process and its threads to ``path``: the kernel's count of the connections it
+    handed over, whatever the server reports."""
+    return ["strace", "-f", "-e", "trace=accept,accept4", "-o", str(path), "--"]
+
+
+#: A call that returned a descriptor, whole (``123 accept4(5, {...}, [16], SOCK_CLOEXEC) =
+#: 7``) or the end of one another thread's call interrupted (``123 <... accept4 resumed>
+#: ...) = 7``); failures say ``= -1 EAGAIN (...)``, and are not counted.
+_ACCEPTED = re.compile(r"^\d+\s+(?:accept4?\(|<\.\.\. accept4? resumed>).*\) = \d+$")
+
+
+def accepted(path: Path) -> int:
+    """How many connections the traced process accepted, from what :func:`strace_accepts`
+    logged."""
+    return sum(1 for line in path.read_text().splitlines() if _ACCEPTED.match(line))
