@@ -104,7 +104,13 @@ def start_listening(sink: Sink, options: ServeOptions) -> tuple[Any, GreenThread
     listener and that thread, whose kill() stops accepting."""
     # The family of the host asked for: eventlet.listen() takes IPv4 unless told.
     family = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)[0][0]
-    listener = eventlet.listen((options.host, options.port), family=family, backlog=BACKLOG)
+    # Never SO_REUSEPORT, which eventlet.listen() sets by default whenever the port is not
+    # 0 (reuse_port=None, eventlet/convenience.py): a second server on the same port would
+    # then listen too, and the kernel would split connections between the two, where every
+    # other sink exits 1, "address already in use".
+    listener = eventlet.listen(
+        (options.host, options.port), family=family, backlog=BACKLOG, reuse_port=False
+    )
     # The sink, not the pool, limits connections: it resets those beyond --max-connections,
     # where a full pool would leave them queued, unanswered.
     pool = GreenPool(size=sys.maxsize)

@@ -280,6 +280,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_on_a_named_port(target: Target, *args: str, tries: int = 5) -> ServerProcess:
+    """A server told its port (``--port P``, a free one), not ``--port 0``: some listen
+    differently then (Eventlet's ``listen`` sets ``SO_REUSEPORT`` only for a port other
+    than 0). Between finding the port free and binding it another process may take it:
+    then another port is tried."""
+    for _ in range(tries - 1):
+        try:
+            return ServerProcess(target, *args, port=free_port())
+        except AssertionError as exc:
+            if "address already in use" not in str(exc):
+                raise
+    return ServerProcess(target, *args, port=free_port())
+
+
 # --- neutral peers that misbehave, for the fault suite ---------------------------------
 
 

@@ -33,6 +33,7 @@ from harness import (
     reset,
     run_client,
     run_nbio,
+    server_on_a_named_port,
     strace_accepts,
     wait_until,
 )
@@ -299,6 +300,33 @@ def test_server_memory_stays_bounded_under_a_fast_sender(target: Target) -> None
         server.received()
         stopped = server.stop()
     assert stopped["peak_rss_kib"] < 80 * 1024, stopped
+
+
+def test_a_second_server_on_a_taken_port_exits_1_and_the_first_serves_on(target: Target) -> None:
+    """A second `nbio serve` on the port a first one was told to take: the second exits 1
+    with one line saying the address is in use, no traceback, and the first, which never
+    shares its port (no SO_REUSEPORT: the kernel would split connections between them),
+    still serves a transfer whole."""
+    with server_on_a_named_port(target) as first:
+        second = subprocess.Popen(
+            command("serve", target, "--port", str(first.port)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            stdout, stderr = second.communicate(timeout=WAIT / 2)
+        except subprocess.TimeoutExpired:  # it listens, and would serve until killed
+            second.kill()
+            stdout, stderr = second.communicate()
+        run = run_client(target, first.port, "--size", "1MiB", "--connections", "4")
+        received = first.received(4)
+        first.stop()
+    assert stdout == "", f"the second server listened too: {stdout}"
+    assert second.returncode == 1, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert "address already in use" in stderr
+    assert run.sent["bytes"] == sum(e["bytes"] for e in received) == 4 * MiB
 
 
 # --- the machine pushes back: descriptors, threads, files, stdout, signals --------------
