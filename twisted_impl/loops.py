@@ -33,6 +33,7 @@ __all__ = [
     "loop_name",
     "report_accept_trouble",
     "run",
+    "stops_reading_at_an_error",
     "wait_idle",
     "wait_or_signal",
 ]
@@ -107,6 +108,24 @@ def loop_name(reactor: object) -> str:
     if loop is not None:
         name += f"/{type(loop).__module__.split('.')[0]}.{type(loop).__name__}"
     return name
+
+
+def stops_reading_at_an_error(reactor: object) -> bool:
+    """Whether the reactor stops watching a socket once an error is pending on it, after
+    one last read, without telling its transport: the asyncio reactor on uvloop.
+
+    An RST that arrives while bytes are still queued makes epoll report
+    ``EPOLLIN|EPOLLERR|EPOLLHUP``. libuv's poll handle stops at ``POLLERR`` and calls back
+    with ``UV_EBADF`` (``uv__poll_io``, src/unix/poll.c); uvloop runs the reader's callback
+    once more and closes the handle (``UVPoll._fatal_error``, uvloop/handles/poll.pyx).
+    Twisted reads one ``recv(65536)`` per callback, so the reset queued behind the bytes is
+    never read, and Twisted still believes it is reading. Seen under strace (a client that
+    wrote 32 MiB and reset): ``epoll_pwait`` = ``EPOLLIN|EPOLLERR|EPOLLHUP`` on the
+    connection, ``recvfrom`` = 65536, ``epoll_ctl(EPOLL_CTL_DEL)``, and nothing more on it
+    until the idle timeout closed it. Twisted's own reactors, and uvloop's transports (a
+    libuv stream, which reads until the error), do not lose it."""
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    return loop is not None and type(loop).__module__.split(".")[0] == "uvloop"
 
 
 def report_accept_trouble(reactor: IReactorTime, port: Any, sink: Sink) -> Callable[[], None]:

@@ -6,13 +6,15 @@ RFC 863 Discard, counted, as ``twisted.protocols.wire.Discard`` does it in five 
 
 from __future__ import annotations
 
+import errno
+import socket
 import time
 from typing import cast
 
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address
 from twisted.internet.base import ReactorBase
-from twisted.internet.interfaces import IAddress, IListeningPort, ITCPTransport
+from twisted.internet.interfaces import IAddress, IListeningPort, ISystemHandle, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -41,10 +43,12 @@ BACKLOG = 1024
 
 
 class SinkProtocol(Protocol):
-    """Counts one connection's bytes until EOF, then reports it."""
+    """Counts one connection's bytes until EOF, then reports it. With ``check_errors``, it
+    asks the socket for a pending error after each read (see :meth:`dataReceived`)."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, check_errors: bool = False) -> None:
         self._sink = sink
+        self._check_errors = check_errors
         self._connection: Connection | None = None
 
     def connectionMade(self) -> None:
@@ -59,8 +63,17 @@ class SinkProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         # One recv(bufferSize = 64 KiB) per readiness event (twisted/internet/tcp.py).
-        if self._connection is not None:
-            self._connection.feed(data, time.monotonic())
+        if self._connection is None:
+            return
+        self._connection.feed(data, time.monotonic())
+        if self._check_errors:
+            # On uvloop this read may be the reactor's last on this socket: a reset behind
+            # it would never be read (loops.stops_reading_at_an_error). So ask the socket
+            # (SO_ERROR, which also clears it), and end the connection as it ended.
+            handle = cast(socket.socket, cast(ISystemHandle, self.transport).getHandle())
+            failed = handle.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if failed:
+                self._connection.abort(RESET if failed == errno.ECONNRESET else ERROR)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         # Not IHalfCloseableProtocol: the peer's EOF arrives here, as ConnectionDone.
@@ -77,11 +90,12 @@ class SinkProtocol(Protocol):
 class SinkFactory(Factory):
     """Builds a :class:`SinkProtocol` per connection, all counting into one :class:`Sink`."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, check_errors: bool = False) -> None:
         self._sink = sink
+        self._check_errors = check_errors
 
     def buildProtocol(self, addr: IAddress | None) -> SinkProtocol:
-        return SinkProtocol(self._sink)
+        return SinkProtocol(self._sink, self._check_errors)
 
 
 # --- server -----------------------------------------------------------------------------
@@ -91,8 +105,9 @@ class SinkFactory(Factory):
 def start_listening(reactor: ReactorBase, sink: Sink, options: ServeOptions) -> IListeningPort:
     """Listen on ``options.host:port`` with a :class:`SinkProtocol` per connection."""
     try:
+        factory = SinkFactory(sink, loops.stops_reading_at_an_error(reactor))
         port: IListeningPort = reactor.listenTCP(  # type: ignore[attr-defined]
-            options.port, SinkFactory(sink), backlog=BACKLOG, interface=options.host
+            options.port, factory, backlog=BACKLOG, interface=options.host
         )
     except error.CannotListenError as exc:
         raise exc.socketError from None  # the OSError underneath, as the other servers raise
