@@ -1,39 +1,72 @@
 """Running Twisted: on which reactor (epoll, poll, select, or asyncio's loop, optionally
-uvloop), until which signal.
+uvloop), until which signal; and Twisted's own TLS, built from the PEM files every other
+implementation reads through the standard library's ``ssl``.
 
 A reactor must be installed before anything imports ``twisted.internet.reactor``, and
 cannot be restarted: :func:`run` installs the chosen one, runs it once, and hands it to
 ``main`` as a parameter; no module of ours imports the global reactor.
+
+TLS in Twisted is a protocol wrapped around yours (``twisted/protocols/tls.py``,
+``TLSMemoryBIOProtocol`` over pyOpenSSL's memory BIOs) that acts as its transport: the
+server listens with ``listenTCP`` and a ``TLSMemoryBIOFactory``, as ``listenSSL`` does, and
+the client connects through the same factory. :class:`TlsLayer` is that wrapper, telling the
+protocol above what the stock one keeps to itself.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, TypeVar, cast
 
-from twisted.internet import defer
+from OpenSSL import SSL, crypto
+from twisted.internet import defer, error
 from twisted.internet.base import ReactorBase
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.internet.ssl import (
+    Certificate,
+    CertificateOptions,
+    PrivateCertificate,
+    TLSVersion,
+    VerificationError,
+    optionsForClientTLS,
+    platformTrust,
+    trustRootFromCertificates,
+)
 from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from ..common.events import format_peer
+from ..common.options import ClientTls, ServerTls
 from ..common.sink import Sink
 
 __all__ = [
     "Signals",
+    "TlsFactory",
+    "TlsFailed",
+    "TlsLayer",
+    "client_tls",
     "install",
     "loop_name",
     "report_accept_trouble",
     "run",
+    "server_tls",
     "stops_reading_at_an_error",
+    "tls_failure",
     "wait_idle",
     "wait_or_signal",
 ]
@@ -243,3 +276,158 @@ async def wait_idle(
         waiters.append(signals.wait())
     await defer.race(waiters)  # the first to fire wins; race() cancels the others
     return sink.live == 0
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def server_tls(tls: ServerTls) -> CertificateOptions:
+    """A server's TLS options from its PEM files (its certificate, any chain after it, its
+    key): TLS 1.3 and nothing older, as every other implementation's ``ssl`` context."""
+    with open(tls.certfile, "rb") as cert, open(tls.keyfile, "rb") as key:
+        chain, private = cert.read(), key.read()
+    leaf, *intermediates = _PEM_CERTIFICATE.findall(chain)
+    ours = PrivateCertificate.loadPEM(leaf + b"\n" + private)  # checks the key fits
+    return CertificateOptions(
+        privateKey=ours.privateKey.original,
+        certificate=ours.original,
+        extraCertChain=[Certificate.loadPEM(pem).original for pem in intermediates],
+        raiseMinimumTo=TLSVersion.TLSv1_3,
+    )
+
+
+def client_tls(tls: ClientTls) -> IOpenSSLClientConnectionCreator:
+    """A client's TLS options: it trusts ``tls.cafile`` (None: the platform's CAs), checks
+    that the server's certificate names ``tls.server_hostname`` (with service_identity),
+    and speaks TLS 1.3 only."""
+    if tls.cafile is None:
+        trust = platformTrust()
+    else:
+        with open(tls.cafile, "rb") as pem:
+            found = _PEM_CERTIFICATE.findall(pem.read())
+        trust = trustRootFromCertificates([Certificate.loadPEM(ca) for ca in found])
+    return optionsForClientTLS(
+        tls.server_hostname,
+        trustRoot=trust,
+        # optionsForClientTLS takes no minimum version of its own; its docstring asks to use
+        # extraCertificateOptions only when you must, and TLS 1.3 only is such a case.
+        extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_3},
+    )
+
+
+class TlsLayer(TLSMemoryBIOProtocol):
+    """Twisted's TLS layer, telling the protocol above two things that the stock one keeps
+    to itself (``twisted/protocols/tls.py``):
+
+    - That the peer's close_notify ended reading. The layer answers it at once with its own
+      and closes the TCP connection (``_flushReceiveBIO``: ``ZeroReturnError``, then
+      ``_shutdownTLS``); the protocol above hears of it in ``connectionLost`` only. Here a
+      protocol that provides ``IHalfCloseableProtocol`` gets ``readConnectionLost()`` then,
+      as it does at a TCP FIN.
+    - Whether the TCP connection under it ended with a FIN and no close_notify before it:
+      that truncation and a reset both reach ``connectionLost`` as ``ConnectionLost``
+      (``_tlsShutdownFinished`` turns OpenSSL's "unexpected eof" into ``CONNECTION_LOST``);
+      :attr:`truncated` says which.
+
+    It is ``TLSMemoryBIOProtocol``, not the ``BufferingTLSTransport`` subclass that
+    ``TLSMemoryBIOFactory`` builds by default: that one holds writes until the next reactor
+    turn (``_AggregateSmallWrites``, up to 64,000 bytes), and if a close_notify came in the
+    same read, the layer has shut TLS down by then and drops them (``_write`` returns once
+    ``_lostTLSConnection``): an echo server would lose its answers to the last requests.
+    """
+
+    #: The TCP connection under TLS ended cleanly (the peer's FIN, or our own close) without
+    #: the peer's close_notify: if the protocol above was told ConnectionLost, a truncation.
+    truncated = False
+    _read_ended = False
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._read_ended or not _close_notify_received(self.getHandle()):
+            return
+        self._read_ended = True
+        above = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if above is not None:
+            above.readConnectionLost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Before the layer forgets its OpenSSL connection, and the reason below it.
+        ended_clean = reason.check(error.ConnectionDone) is not None
+        self.truncated = ended_clean and not _close_notify_received(self.getHandle())
+        super().connectionLost(reason)
+
+
+def _close_notify_received(connection: SSL.Connection | None) -> bool:
+    return connection is not None and bool(connection.get_shutdown() & SSL.RECEIVED_SHUTDOWN)
+
+
+class TlsFactory(TLSMemoryBIOFactory):
+    """A ``TLSMemoryBIOFactory`` that wraps each protocol in a :class:`TlsLayer`. Pass the
+    reactor as its ``clock``: the default is the global reactor, which we never import."""
+
+    protocol = TlsLayer
+
+
+class TlsFailed(Exception):
+    """TLS failed; the message says why in the words of every other implementation (OpenSSL's,
+    as the standard library's ``ssl`` gives them to ``common.results.error_text``)."""
+
+
+def tls_failure(reason: Failure, transport: object, server_hostname: str) -> TlsFailed | None:
+    """What ``reason``, the end of a client's connection through a :class:`TlsLayer`, says
+    about TLS: an alert or error of the handshake, a certificate that did not verify, the
+    sink's FIN without close_notify; None if TLS did not fail."""
+    if not isinstance(transport, TlsLayer):
+        return None
+    if reason.check(error.ConnectionLost) and transport.truncated:
+        return TlsFailed("TLS: unexpected eof while reading")  # ssl.SSLEOFError's reason
+    if reason.check(VerificationError):
+        # Twisted's verify callback checks the name with service_identity, then fails the
+        # connection with its VerificationError (_sslverify.py, _verifyCB); ssl says:
+        what = "IP address" if _is_address(server_hostname) else "Hostname"
+        return TlsFailed(
+            f"TLS: certificate verify failed: {what} mismatch, "
+            f"certificate is not valid for '{server_hostname}'."
+        )
+    if not isinstance(reason.value, SSL.Error):
+        return None
+    why = _openssl_reason(reason.value)
+    if why == "certificate verify failed" and (detail := _verify_reason(transport.getHandle())):
+        why += f": {detail}"
+    return TlsFailed(f"TLS: {why}")
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _openssl_reason(exc: SSL.Error) -> str:
+    """The reason of the last error in OpenSSL's queue: "wrong version number", "tlsv1
+    alert unknown ca", "certificate verify failed" (the stdlib's words, lower case)."""
+    queue = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    return str(queue[-1][2]) if queue else str(exc)
+
+
+def _verify_reason(connection: SSL.Connection | None) -> str | None:
+    """Why the server's certificate did not verify, as OpenSSL says it ("certificate has
+    expired", "unable to get local issuer certificate").
+
+    pyOpenSSL has no ``SSL_get_verify_result``, and the handshake's error says only
+    "certificate verify failed": verify the chain the server sent once more, against the
+    same trust store, with pyOpenSSL's public ``X509StoreContext``, whose error carries
+    OpenSSL's own message (``X509_verify_cert_error_string``)."""
+    chain = connection.get_peer_cert_chain() if connection is not None else None
+    store = connection.get_context().get_cert_store() if connection is not None else None
+    if not chain or store is None:
+        return None
+    try:
+        crypto.X509StoreContext(store, chain[0], chain[1:]).verify_certificate()
+    except crypto.X509StoreContextError as exc:
+        return str(exc)
+    return None  # it verifies now: it came into force, or the clock moved, in between
