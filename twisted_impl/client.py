@@ -355,7 +355,7 @@ async def send_one(
             options.stall_timeout, options.tls,
         )  # fmt: skip
     # A connect that does not complete within stall_timeout fails too (TimeoutError).
-    endpoint = HostnameEndpoint(reactor, options.host, options.port, options.stall_timeout)
+    endpoint = HostnameEndpoint(reactor, options.host, options.port, timeout=options.stall_timeout)
     factory: IProtocolFactory = Factory.forProtocol(lambda: protocol)
     if options.tls is not None:
         # What wrapClientTLS does (internet/endpoints.py), building loops.TlsLayer.
