@@ -252,7 +252,5 @@ if __name__ == "__main__":
     # loops.run is task.react that returns instead of exiting, so that a failure to listen
     # is one line, not the traceback react logs.
     standalone.run_server(
-        "nbio.twisted_impl.server",
-        "twisted",
-        lambda options: loops.run(lambda reactor: main(reactor, options), options.loop),
+        "twisted", lambda options: loops.run(lambda reactor: main(reactor, options), options.loop)
     )
