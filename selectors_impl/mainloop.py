@@ -180,6 +180,10 @@ class Event:
     def is_set(self) -> bool:
         return self._set
 
+    def clear(self) -> None:
+        """Unset it: the next :meth:`wait` waits again."""
+        self._set = False
+
     def set(self) -> None:
         self._set = True
         loop = current_loop()
@@ -291,7 +295,10 @@ class Loop:
         kind, what = request
         if kind in ("read", "write"):
             fd = what.fileno()
-            (self._readers if kind == "read" else self._writers)[fd] = task
+            waiters = self._readers if kind == "read" else self._writers
+            if fd in waiters:  # the selector would wake only one of them
+                raise RuntimeError(f"two tasks wait to {kind} the same socket")
+            waiters[fd] = task
             task._wait = (kind, fd)
             self._update(fd)
         elif kind == "sleep" and what <= 0:

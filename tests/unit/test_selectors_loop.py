@@ -1,12 +1,17 @@
-"""Our own mainloop (selectors_impl/mainloop.py): timers, readiness dispatch, no spinning."""
+"""Our own mainloop (selectors_impl/mainloop.py): timers, readiness dispatch, no spinning;
+and the streams on it (selectors_impl/streams.py): TCP, and TLS over MemoryBIOs."""
 
 from __future__ import annotations
 
 import selectors
 import socket
+import ssl
 
 import pytest
 
+from nbio.common.options import ClientTls, ServerTls
+from nbio.common.results import StallTimeout
+from nbio.edge.tls import client_context, server_context, throwaway
 from nbio.selectors_impl.mainloop import (
     SELECTORS,
     Cancelled,
@@ -17,6 +22,7 @@ from nbio.selectors_impl.mainloop import (
     wait_readable,
     wait_writable,
 )
+from nbio.selectors_impl.streams import Tcp, Tls
 
 LOOPS = sorted(SELECTORS)
 
@@ -153,3 +159,131 @@ def test_event_wait_times_out() -> None:
         event.set()
 
     assert Loop().run(main()) == (False, True)
+
+
+def test_a_cleared_event_waits_again() -> None:
+    """Event.clear() unsets it: the next wait times out unless someone sets it again."""
+
+    async def main() -> tuple[bool, bool]:
+        event = Event()
+        event.set()
+        first = await event.wait(0.01)
+        event.clear()
+        return first, await event.wait(0.01)
+
+    assert Loop().run(main()) == (True, False)
+
+
+def test_two_tasks_cannot_wait_to_read_one_socket() -> None:
+    """The selector would wake only one of them: the loop refuses the second."""
+    left, right = socket.socketpair()
+
+    async def main() -> None:
+        loop = current_loop()
+        loop.spawn(wait_readable(left))
+        loop.spawn(wait_readable(left))
+        await sleep(0.01)
+
+    with left, right, pytest.raises(RuntimeError, match="two tasks wait to read"):
+        Loop().run(main())
+
+
+# --- streams: TCP and TLS on the loop ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> ServerTls:
+    pytest.importorskip("trustme", reason="needs the tls extra")
+    return throwaway(str(tmp_path_factory.mktemp("tls")))
+
+
+def _tls_pair(files: ServerTls, patience: float | None = None) -> tuple[Tls, Tls]:
+    left, right = socket.socketpair()
+    for end in (left, right):
+        end.setblocking(False)
+    server = Tls(left, server_context(files), server_side=True)
+    client = Tls(
+        right,
+        client_context(ClientTls(cafile=files.cafile)),
+        server_side=False,
+        server_hostname="localhost",
+        patience=patience,
+    )
+    return server, client
+
+
+async def _read_all(stream: Tcp) -> bytes:
+    buffer = memoryview(bytearray(65536))
+    got = bytearray()
+    while count := await stream.recv_into(buffer):
+        got += buffer[:count]
+    return bytes(got)
+
+
+def test_tls_streams_carry_every_byte_and_end_with_close_notify_both_ways(
+    tls_files: ServerTls,
+) -> None:
+    """An SSLObject over MemoryBIOs, driven by the loop: the handshake agrees on TLS 1.3,
+    1 MiB arrives whole, the client's close_notify reads as the server's EOF (0), and the
+    server's close_notify in answer reads as the client's."""
+    server, client = _tls_pair(tls_files)
+    payload = bytes(range(256)) * 4096
+
+    async def serve() -> bytes:
+        await server.handshake()
+        got = await _read_all(server)
+        await server.send_eof()  # our close_notify, in answer
+        return got
+
+    async def main() -> tuple[bytes, bytes, str | None]:
+        task = current_loop().spawn(serve())
+        await client.handshake()
+        await client.send_all(memoryview(payload))
+        await client.send_eof()
+        answer = await _read_all(client)  # until the server's close_notify
+        while not task.done:
+            await sleep(0.001)
+        return task.result, answer, client.ssl.version()
+
+    try:
+        assert Loop().run(main()) == (payload, b"", "TLSv1.3")
+    finally:
+        server.close()
+        client.close()
+
+
+def test_a_fin_without_close_notify_raises_ssl_eof_error(tls_files: ServerTls) -> None:
+    """A truncation: the socket's EOF, fed to the incoming BIO, is not the end of TLS."""
+    server, client = _tls_pair(tls_files)
+
+    async def main() -> BaseException | None:
+        loop = current_loop()
+        loop.spawn(client.handshake())
+        await server.handshake()
+        await client.send_all(memoryview(b"cut short"))
+        client.sock.shutdown(socket.SHUT_WR)  # a FIN, no close_notify
+        try:
+            await _read_all(server)
+        except ssl.SSLError as exc:
+            return exc
+        return None
+
+    try:
+        assert isinstance(Loop().run(main()), ssl.SSLEOFError)
+    finally:
+        server.close()
+        client.close()
+
+
+def test_a_stream_with_patience_gives_up_on_a_peer_that_never_reads() -> None:
+    """Tcp(patience=0.2): once the kernel takes no more, the send raises StallTimeout."""
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    stream = Tcp(left, patience=0.2)
+
+    async def main() -> None:
+        while True:
+            await stream.send(memoryview(b"x" * 65536))
+
+    with left, right, pytest.raises(StallTimeout, match=r"no progress for 0\.2 s"):
+        Loop().run(main())
