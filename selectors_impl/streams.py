@@ -13,6 +13,7 @@ socket's EOF is the incoming BIO's ``write_eof()``; our close_notify is ``unwrap
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -88,10 +89,6 @@ class Tls(Tcp):
     for the peer): whoever finds another task already sending or receiving waits for it
     to finish, so that records never cross and only one task waits on each direction."""
 
-    #: What the socket had, on its way into an incoming BIO: one buffer for every TLS
-    #: connection, as each read is copied into its BIO with no wait in between.
-    _received = memoryview(bytearray(256 * 1024))
-
     def __init__(
         self,
         sock: socket.socket,
@@ -145,7 +142,7 @@ class Tls(Tcp):
             except ssl.SSLWantReadError:
                 await self._flush()  # what it wrote first (our part of the handshake)
                 await self._fill()
-            except ssl.SSLWantWriteError:  # never over a MemoryBIO, which grows; still
+            except ssl.SSLWantWriteError:  # not over a MemoryBIO, which grows: all the same
                 await self._flush()
             except ssl.SSLError:
                 self._flush_now()  # the alert that says why, if the kernel takes it now
@@ -162,9 +159,10 @@ class Tls(Tcp):
             return
         self._receiving = Event()
         try:
-            count = await super().recv_into(self._received)
+            received = _received()
+            count = await super().recv_into(received)
             if count:
-                self._incoming.write(self._received[:count])
+                self._incoming.write(received[:count])
             else:
                 self._incoming.write_eof()
         finally:
@@ -192,3 +190,11 @@ class Tls(Tcp):
         if self._sending is None and not self._unsent:
             with contextlib.suppress(OSError):
                 self.sock.send(self._outgoing.read())
+
+
+@functools.cache
+def _received() -> memoryview:
+    """What a socket had, on its way into an incoming BIO: one buffer for every TLS
+    connection (made with the first), as each read is copied into its BIO with no wait in
+    between."""
+    return memoryview(bytearray(256 * 1024))
