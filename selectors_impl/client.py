@@ -28,6 +28,7 @@ from .mainloop import (
     Cancelled,
     Event,
     Loop,
+    Task,
     TooSlow,
     current_loop,
     fail_after,
@@ -101,9 +102,7 @@ async def send_one(
                 options.echo, options.payload.chunks(options.echo.message_size), start=loop.time()
             )
             await _exchange(stream, requests, account, progress)
-        await (
-            stream.send_eof()
-        )  # a half-close (the kernel sends FIN after our bytes); TLS: close_notify
+        await stream.send_eof()  # a FIN after our bytes (half-close); over TLS close_notify
         # The sink closes only after reading our EOF: its close is the receipt, which has
         # a timeout of its own.
         stream.patience = None
@@ -193,7 +192,7 @@ async def _side_by_side(*coros: Coroutine[Any, Any, None]) -> None:
     tasks = [loop.spawn(coro) for coro in coros]
     finished = Event()
 
-    def on_done(task: Any) -> None:
+    def on_done(task: Task) -> None:
         if task.error is not None or all(t.done for t in tasks):
             finished.set()
 
