@@ -151,6 +151,7 @@ def _said_elsewhere(record: logging.LogRecord) -> bool:
 def quiet_handshake_warnings() -> None:
     """Keep Tornado's warning about a failed handshake off stderr: SSLIOStream logs it
     (iostream.py ``_do_ssl_handshake``: ``gen_log.warning("SSL Error on %s %s: %s", ...)``)
-    and then fails the handshake's future with the same error, which is where we report
-    it (a ``received`` event with outcome ``error``; the client's one line)."""
+    and then closes the stream with the same error, which is where we report it (the
+    server: ``stream.error``, a ``received`` event with outcome ``error``; the client: the
+    handshake's future, its one line)."""
     logging.getLogger("tornado.general").addFilter(_said_elsewhere)
