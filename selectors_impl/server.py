@@ -166,4 +166,4 @@ async def main(options: ServeOptions) -> None:
 
 
 if __name__ == "__main__":
-    standalone.run_server(__spec__.name, "selectors", lambda options: Loop().run(main(options)))
+    standalone.run_server("selectors", lambda options: Loop().run(main(options)))

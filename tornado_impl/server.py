@@ -184,4 +184,4 @@ async def main(options: ServeOptions) -> None:
 
 
 if __name__ == "__main__":
-    standalone.run_server(__spec__.name, "tornado", lambda options: asyncio.run(main(options)))
+    standalone.run_server("tornado", lambda options: asyncio.run(main(options)))
