@@ -75,23 +75,30 @@ def _rss_kib(pid: int) -> int:
 def test_a_peer_that_stops_reading_answers_holds_the_server_small(target: Target) -> None:
     """A peer writes 64 MiB and never reads what comes back: the server stops reading it
     (its writes are full), so its memory stays bounded, and another connection is served
-    meanwhile."""
+    meanwhile; the peer's reset then ends its connection ``reset``."""
     with ServerProcess(target, "--mode", "echo") as server:
         before = _rss_kib(server.proc.pid)
         stuck = socket.create_connection((LOCALHOST, server.port), timeout=WAIT)
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+        # Short waits, so that the flood can be stopped: a close while another thread is
+        # blocked in send() leaves the socket alive, and its reset unsent, until that send
+        # returns (seen: the reset went out at the socket's 60 s timeout).
+        stuck.settimeout(0.2)
         written = [0]
+        stop = threading.Event()
 
         def flood() -> None:
-            chunk = b"z" * (256 * KiB)
-            try:
-                while written[0] < 64 * MiB:
-                    stuck.sendall(chunk)
-                    written[0] += len(chunk)
-            except OSError:
-                pass
+            chunk = memoryview(b"z" * (256 * KiB))
+            while written[0] < 64 * MiB and not stop.is_set():
+                try:
+                    written[0] += stuck.send(chunk)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
 
-        threading.Thread(target=flood, daemon=True).start()
+        flooding = threading.Thread(target=flood, daemon=True)
+        flooding.start()
         try:
             # Both directions' buffers fill and the flood stops: the server read no more.
             wait_until(lambda: written[0] > 0, what="the flood to begin")
@@ -107,6 +114,8 @@ def test_a_peer_that_stops_reading_answers_holds_the_server_small(target: Target
             grown = _rss_kib(server.proc.pid) - before
             assert grown < 48 * 1024, f"grew {grown} KiB holding a peer that does not read"
         finally:
+            stop.set()
+            flooding.join(WAIT)
             reset(stuck)
         (ended,) = server.received()
         assert ended["outcome"] in ("reset", "error"), ended
