@@ -20,6 +20,7 @@ import ipaddress
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from types import FrameType
@@ -345,6 +346,16 @@ class TlsLayer(TLSMemoryBIOProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
+        if self.factory.check_errors and self.transport is not None:
+            # On uvloop this read may be the reactor's last on this socket, and a reset
+            # behind it never read (stops_reading_at_an_error): under TLS the protocol above
+            # may not even hear of the bytes (a handshake's), so ask the socket here.
+            failed = cast(socket.socket, self.transport.getHandle()).getsockopt(
+                socket.SOL_SOCKET, socket.SO_ERROR
+            )
+            if failed:
+                self.transport.abortConnection()
+                return
         if self._read_ended or not _close_notify_received(self.getHandle()):
             return
         self._read_ended = True
@@ -365,9 +376,12 @@ def _close_notify_received(connection: SSL.Connection | None) -> bool:
 
 class TlsFactory(TLSMemoryBIOFactory):
     """A ``TLSMemoryBIOFactory`` that wraps each protocol in a :class:`TlsLayer`. Pass the
-    reactor as its ``clock``: the default is the global reactor, which we never import."""
+    reactor as its ``clock``: the default is the global reactor, which we never import.
+    ``check_errors``: on a reactor that stops reading a socket at its first error, each
+    layer asks its socket for one after every read."""
 
     protocol = TlsLayer
+    check_errors = False
 
 
 class TlsFailed(Exception):

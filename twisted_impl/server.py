@@ -97,9 +97,7 @@ class SinkProtocol(Protocol):
             # On uvloop this read may be the reactor's last on this socket: a reset behind
             # it would never be read (loops.stops_reading_at_an_error). So ask the socket
             # (SO_ERROR, which also clears it), and end the connection as it ended.
-            # Over TLS the layer's handle is its pyOpenSSL Connection: the TCP one is below.
-            tcp = getattr(self.transport, "transport", self.transport)
-            handle = cast(socket.socket, cast(ISystemHandle, tcp).getHandle())
+            handle = cast(socket.socket, cast(ISystemHandle, self.transport).getHandle())
             failed = handle.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if failed:
                 self._connection.abort(RESET if failed == errno.ECONNRESET else ERROR)
@@ -191,11 +189,16 @@ class SinkFactory(Factory):
 # Twisted's coding standard: the reactor is passed in (first), never imported.
 def start_listening(reactor: ReactorBase, sink: Sink, options: ServeOptions) -> IListeningPort:
     """Listen on ``options.host:port`` with a :class:`SinkProtocol` per connection."""
-    factory: IProtocolFactory = SinkFactory(sink, loops.stops_reading_at_an_error(reactor))
+    # On uvloop, the socket is asked for a pending error after each read: by our protocol,
+    # or over TLS by the layer that reads the socket (loops.stops_reading_at_an_error).
+    check_errors = loops.stops_reading_at_an_error(reactor)
+    factory: IProtocolFactory = SinkFactory(sink, check_errors and options.tls is None)
     if options.tls is not None:
         # What listenSSL does (internet/posixbase.py): listenTCP with a TLS factory around
         # ours; this one builds loops.TlsLayer, on our reactor's clock.
-        factory = loops.TlsFactory(loops.server_tls(options.tls), False, factory, reactor)
+        tls = loops.TlsFactory(loops.server_tls(options.tls), False, factory, reactor)
+        tls.check_errors = check_errors
+        factory = tls
     try:
         port: IListeningPort = reactor.listenTCP(  # type: ignore[attr-defined]
             options.port, factory, backlog=BACKLOG, interface=options.host
