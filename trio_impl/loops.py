@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -26,11 +26,13 @@ if sys.version_info < (3, 11):
 
 __all__ = [
     "Signals",
+    "agreed",
     "cause",
     "loop_name",
     "now",
     "report_accept_trouble",
     "run",
+    "sleep_until",
     "wait_idle",
     "wait_or_signal",
 ]
@@ -92,12 +94,30 @@ def now() -> float:
     so no one mistakes it for wall time; the offset is taken away once per run. Under a
     ``trio.testing.MockClock`` this is the mock's virtual time, so a test can jump past an
     idle timeout without waiting for it."""
+    return trio.current_time() + _offset()
+
+
+async def sleep_until(at: float) -> None:
+    """Sleep until ``at`` on :func:`now`'s scale (``trio.sleep_until`` takes the run's)."""
+    await trio.sleep_until(at - _offset())
+
+
+def _offset() -> float:
     try:
-        offset = _CLOCK_OFFSET.get()
+        return _CLOCK_OFFSET.get()
     except LookupError:
         offset = time.monotonic() - trio.current_time()
         _CLOCK_OFFSET.set(offset)
-    return trio.current_time() + offset
+        return offset
+
+
+def agreed(stream: trio.SSLStream[Any]) -> tuple[str | None, str | None]:
+    """What a finished handshake agreed: ``("TLSv1.3", "TLS_AES_256_GCM_SHA384")``. An
+    ``SSLStream`` forwards its ``SSLObject``'s ``version()`` and ``cipher()`` (untyped,
+    through ``__getattr__``) and keeps the object itself private."""
+    version: str | None = stream.version()
+    cipher: tuple[str, str, int] | None = stream.cipher()
+    return version, cipher[0] if cipher else None
 
 
 def loop_name() -> str:

@@ -2,30 +2,36 @@
 ``receive_some`` until EOF (``b""``). Stopping is cancelling: the accept loop's scope stops
 accepting, each connection's own scope aborts it.
 
-RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept.
+RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept. In
+echo mode (RFC 862) each read is written back with ``send_all`` before the next read: a
+peer that stops reading its answers stops this connection's reads, and nothing piles up.
+TLS: each connection's handler wraps its stream in a ``trio.SSLStream``.
 """
 
 from __future__ import annotations
 
 import functools
 import socket
+import ssl
 
 import trio
 
-from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.events import EOF, ERROR, RESET, TRUNCATED, format_peer
 from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
 from ..common.options import ServeOptions
-from ..common.sink import Sink
+from ..common.sink import Connection, Sink
 from ..edge import standalone
 from ..edge.kernel import RESET_LINGER
+from ..edge.tls import server_context
 from . import loops
 from .ticker import start_ticker
 
 __all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
 
 #: Bytes asked of each receive_some(). trio's streams have no receive_into: each call
-#: returns new bytes (trio's own default asks 64 KiB).
+#: returns new bytes (trio's own default asks 64 KiB). Over TLS a call returns at most one
+#: record (16 KiB): SSLObject.read() decrypts one at a time.
 READ_SIZE = 256 * 1024
 #: Connections the kernel queues before accept() (trio's default is 0xFFFF, capped by
 #: the kernel's somaxconn); the same as every other sink here.
@@ -34,9 +40,12 @@ BACKLOG = 1024
 # --- connection -------------------------------------------------------------------------
 
 
-async def handle_connection(sink: Sink, stream: trio.abc.Stream) -> None:
-    """Count one connection's bytes until EOF, then report it (in its own task). Any trio
-    stream will do: ``serve_tcp`` hands a ``SocketStream``, a test a memory stream."""
+async def handle_connection(
+    sink: Sink, context: ssl.SSLContext | None, stream: trio.abc.Stream
+) -> None:
+    """Count one connection's bytes until EOF (in echo mode writing each back), then report
+    it (in its own task); with a ``context``, over TLS. Any trio stream will do:
+    ``serve_tcp`` hands a ``SocketStream``, a test a memory stream."""
     # The connection's own scope: the sink's abort (grace over, idle too long) cancels it.
     scope = trio.CancelScope()
     connection = sink.open(_peer(stream), loops.now(), scope.cancel)
@@ -48,13 +57,52 @@ async def handle_connection(sink: Sink, stream: trio.abc.Stream) -> None:
     outcome = EOF
     try:
         with scope:
+            if context is not None:
+                # Wrapped here, in the connection's task and scope, not by an SSLListener
+                # around the listener: the sink has counted the connection already, so a
+                # peer that never finishes its handshake holds one of --max-connections
+                # and --idle-timeout ends it. https_compatible=False (the default): an EOF
+                # without close_notify fails receive_some() with BrokenResourceError caused
+                # by SSLEOFError, where True would return b"" as if the peer had closed
+                # cleanly (trio/_ssl.py, receive_some): truncated is told from eof.
+                stream = trio.SSLStream(stream, context, server_side=True)
+                await stream.do_handshake()
+                connection.secured(*loops.agreed(stream))
             while data := await stream.receive_some(READ_SIZE):
                 connection.feed(data, loops.now())
-    except trio.BrokenResourceError as exc:  # the socket's error is its cause
-        outcome = RESET if isinstance(exc.__cause__, ConnectionResetError) else ERROR
+                if sink.echo:
+                    # Returns once the kernel took it all: until then no more is read from
+                    # this peer, which is the echo's flow control (other tasks run on).
+                    await stream.send_all(data)
+                    connection.echoed(len(data))
+            # The peer's EOF (over TLS its close_notify: receive_some() returns b"" only
+            # then), after everything was read and written back. TLS: aclose() sends our
+            # close_notify, the client's receipt, then closes; TCP: the close is.
+            await stream.aclose()
+    except trio.BrokenResourceError as exc:  # the socket's or TLS's error is its cause
+        outcome = _ended_by(exc.__cause__, connection)
     finally:
         sink.close(connection, outcome, loops.now())
         await trio.aclose_forcefully(stream)  # close now, even if we are being cancelled
+
+
+def _ended_by(cause: BaseException | None, connection: Connection) -> str:
+    """The outcome of a connection that broke with ``cause``: a reset, an EOF without
+    close_notify once TLS was up (a handshake cut short is an error), or another error
+    (a plaintext peer: "wrong version number", or any TLS alert)."""
+    if isinstance(cause, ConnectionResetError | BrokenPipeError):  # echo: writing to a reset
+        return RESET
+    if connection.tls_version is not None and _is_eof(cause):
+        return TRUNCATED
+    return ERROR
+
+
+def _is_eof(exc: BaseException | None) -> bool:
+    """An EOF where TLS wanted a record: SSLEOFError, or on 3.10 a plain SSLError naming
+    it, as trio's own check reads it (trio/_ssl.py, _is_eof)."""
+    return isinstance(exc, ssl.SSLEOFError) or (
+        isinstance(exc, ssl.SSLError) and "UNEXPECTED_EOF_WHILE_READING" in str(exc.strerror)
+    )
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -76,11 +124,12 @@ async def start_listening(
     connections are tasks of ``nursery`` too; return the listeners and the scope whose
     cancel() stops accepting (the connections carry on)."""
     accepting = trio.CancelScope()
+    context = server_context(options.tls) if options.tls is not None else None
 
     async def accept(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
         with accepting:
             await trio.serve_tcp(
-                functools.partial(handle_connection, sink),
+                functools.partial(handle_connection, sink, context),
                 options.port,
                 host=options.host,
                 backlog=BACKLOG,

@@ -70,7 +70,7 @@ async def test_the_sink_counts_a_memory_stream_to_its_eof() -> None:
     payload = Payload(1024 * 1024 + 7, pattern="random")
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(server.handle_connection, sink, receiver)
+            nursery.start_soon(server.handle_connection, sink, None, receiver)
             for chunk in payload.chunks(1000):
                 await sender.send_all(chunk)
             await sender.aclose()
@@ -94,7 +94,7 @@ async def test_an_idle_connection_times_out_on_the_mock_clock(
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
         stop = ticker.start_ticker(nursery, sink.delay, sink.expire)
-        nursery.start_soon(server.handle_connection, sink, receiver)
+        nursery.start_soon(server.handle_connection, sink, None, receiver)
         await sender.send_all(b"x" * 100)
         while not events:
             await trio.sleep(1)
