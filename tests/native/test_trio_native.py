@@ -48,7 +48,7 @@ async def test_tasks_of_one_run_deliver_every_byte() -> None:
             options = SendOptions(payload, port=port, digest="sha256")
             async with trio.open_nursery() as senders:
                 for account in accounts:
-                    senders.start_soon(client.send_one, options, account, lambda n: None)
+                    senders.start_soon(client.send_one, options, None, account, lambda n: None)
             while len(events) < 3:
                 await trio.sleep(0.01)
             accepting.cancel()
