@@ -2,28 +2,41 @@
 read with ``receive`` until ``EndOfStream``. Stopping is cancelling: the accepting task's
 scope stops accepting, each connection's own scope aborts it.
 
-RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept.
+RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept. In
+echo mode (RFC 862) each read is written back with ``send`` before the next read: a peer
+that stops reading its answers stops this connection's reads, and nothing piles up. TLS:
+each connection's task wraps its stream with ``TLSStream.wrap``.
 """
 
 from __future__ import annotations
 
 import functools
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import cast
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
+from anyio.abc import (
+    ByteStream,
+    SocketAttribute,
+    SocketListener,
+    SocketStream,
+    TaskGroup,
+    TaskStatus,
+)
+from anyio.streams.tls import TLSAttribute, TLSStream
 
-from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.events import EOF, ERROR, RESET, TRUNCATED, format_peer
 from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
 from ..common.options import ServeOptions
 from ..common.results import error_text
-from ..common.sink import Sink
+from ..common.sink import Connection, Sink
 from ..edge import standalone
 from ..edge.kernel import RESET_LINGER
+from ..edge.tls import server_context, version_and_cipher
 from . import loops
 from .ticker import start_ticker
 
@@ -31,6 +44,7 @@ __all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_l
 
 #: Bytes asked of each receive(). On asyncio each returns what one recv() of the transport
 #: read (at most 256 KiB) and is split only above this; on trio it is the recv() size.
+#: Over TLS a call returns at most one record (16 KiB): SSLObject.read() decrypts one.
 READ_SIZE = 256 * 1024
 #: Connections the kernel queues before accept() (anyio's default is 65536, capped by the
 #: kernel's somaxconn); the same as every other sink here.
@@ -40,10 +54,15 @@ BACKLOG = 1024
 
 
 async def handle_connection(
-    sink: Sink, stream: SocketStream, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    sink: Sink,
+    context: ssl.SSLContext | None,
+    stream: SocketStream,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Count one connection's bytes until EOF, then report it (in its own task, which is
-    started once the sink knows of the connection)."""
+    """Count one connection's bytes until EOF (in echo mode writing each back), then report
+    it (in its own task, which is started once the sink knows of the connection); with a
+    ``context``, over TLS."""
     # The connection's own scope: the sink's abort (grace over, idle too long) cancels it.
     scope = anyio.CancelScope()
     # None if the peer already reset (getpeername fails), as asyncio's "peername" is then.
@@ -57,18 +76,67 @@ async def handle_connection(
         return
     _pause_until_read(stream)
     outcome = EOF
+    conversation: ByteStream = stream  # or TLS over it
     try:
         with scope:
+            if context is not None:
+                # Wrapped here, in the connection's task and scope, not by a TLSListener
+                # (whose serve() shakes hands before the handler runs): the sink has
+                # counted the connection already, so a peer that never finishes its
+                # handshake holds one of --max-connections and --idle-timeout ends it.
+                # standard_compatible=True (the default): an EOF without close_notify
+                # fails receive() with BrokenResourceError caused by SSLEOFError, where
+                # False would raise EndOfStream as at a clean close (anyio/streams/tls.py,
+                # _call_sslobject_method): truncated is told from eof.
+                conversation = await TLSStream.wrap(
+                    stream, server_side=True, ssl_context=context, standard_compatible=True
+                )
+                ssl_object = conversation.extra(TLSAttribute.ssl_object)
+                connection.secured(*version_and_cipher(ssl_object))
             while True:
-                data = await stream.receive(READ_SIZE)
+                try:
+                    data = await conversation.receive(READ_SIZE)
+                except anyio.EndOfStream:  # anyio's EOF is an exception, not b""
+                    break
                 connection.feed(data, time.monotonic())
-    except anyio.EndOfStream:  # anyio's EOF is an exception, not b""
-        pass
-    except anyio.BrokenResourceError as exc:  # the socket's error is its cause
-        outcome = RESET if isinstance(exc.__cause__, ConnectionResetError) else ERROR
+                if sink.echo:
+                    # Returns once the transport has no byte left to send (on asyncio anyio
+                    # waits for it to drain): until then no more is read from this peer,
+                    # which is the echo's flow control (other tasks run on).
+                    await conversation.send(data)
+                    connection.echoed(len(data))
+            # The peer's EOF (over TLS its close_notify: only then does receive() raise
+            # EndOfStream), after everything was read and written back. TLS: aclose()
+            # sends our close_notify, the client's receipt (unwrap(), which returns at once:
+            # the peer's came already), then closes; TCP: the close is.
+            await conversation.aclose()
+    # The socket's error is the cause of BrokenResourceError; a TLS failure (a plaintext
+    # peer, a bad record) is raised as the ssl.SSLError itself, an OSError.
+    except (anyio.BrokenResourceError, OSError) as exc:
+        outcome = _ended_by(exc, connection)
     finally:
         sink.close(connection, outcome, time.monotonic())
-        await anyio.aclose_forcefully(stream)  # close now, even if we are being cancelled
+        await anyio.aclose_forcefully(conversation)  # close now, even if being cancelled
+
+
+def _ended_by(exc: BaseException, connection: Connection) -> str:
+    """The outcome of a connection that broke with ``exc``: a reset, an EOF without
+    close_notify once TLS was up (a handshake cut short is an error), or another error
+    (a plaintext peer: "http request", "wrong version number", or any TLS alert)."""
+    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+    if isinstance(cause, ConnectionResetError | BrokenPipeError):  # echo: writing to a reset
+        return RESET
+    if connection.tls_version is not None and _is_eof(cause):
+        return TRUNCATED
+    return ERROR
+
+
+def _is_eof(exc: BaseException | None) -> bool:
+    """An EOF where TLS wanted a record: SSLEOFError, or on 3.10 a plain SSLError naming
+    it, as anyio's own check reads it (anyio/streams/tls.py)."""
+    return isinstance(exc, ssl.SSLEOFError) or (
+        isinstance(exc, ssl.SSLError) and "UNEXPECTED_EOF_WHILE_READING" in str(exc.strerror)
+    )
 
 
 def _pause_until_read(stream: SocketStream) -> None:
@@ -89,7 +157,9 @@ def _pause_until_read(stream: SocketStream) -> None:
         transport.pause_reading()
 
 
-async def _accept_connections(sink: Sink, listener: SocketListener, group: TaskGroup) -> None:
+async def _accept_connections(
+    sink: Sink, context: ssl.SSLContext | None, listener: SocketListener, group: TaskGroup
+) -> None:
     """Accept connections into ``group`` until cancelled, and only ever cancelled while it
     holds no connection. Not ``listener.serve()``: it has no error handling
     (anyio/abc/_sockets.py), so accept() failing for want of descriptors would end it, and
@@ -123,7 +193,7 @@ async def _accept_connections(sink: Sink, listener: SocketListener, group: TaskG
                 except (OSError, anyio.BrokenResourceError) as exc:
                     retry_in = sink.accept_failed(error_text(loops.cause(exc)), time.monotonic())
                 else:
-                    await group.start(handle_connection, sink, stream)
+                    await group.start(handle_connection, sink, context, stream)
                     continue
             await anyio.sleep(retry_in)  # the back-off, cancellable: it holds nothing
 
@@ -146,13 +216,16 @@ async def start_listening(
     listeners = [cast(SocketListener, listener) for listener in multi.listeners]
     accepting = anyio.CancelScope()
     accepted_all = anyio.Event()
+    context = server_context(options.tls) if options.tls is not None else None
 
     async def accept_on_all() -> None:
         try:
             with accepting:
                 async with anyio.create_task_group() as acceptors:
                     for listener in listeners:
-                        acceptors.start_soon(_accept_connections, sink, listener, task_group)
+                        acceptors.start_soon(
+                            _accept_connections, sink, context, listener, task_group
+                        )
         finally:
             accepted_all.set()
 
