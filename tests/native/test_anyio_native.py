@@ -72,7 +72,7 @@ async def test_tasks_of_one_task_group_deliver_every_byte() -> None:
             options = SendOptions(payload, port=port, digest="sha256")
             async with anyio.create_task_group() as senders:
                 for account in accounts:
-                    senders.start_soon(client.send_one, options, account, lambda n: None)
+                    senders.start_soon(client.send_one, options, None, account, lambda n: None)
             while len(events) < 3:
                 await anyio.sleep(0.01)
             await stop_accepting()
