@@ -279,13 +279,13 @@ async def test_the_stall_deadline_fails_between_one_and_17_16_timeouts_of_silenc
     deadline moves once per sixteenth of the timeout, and that much further)."""
     stall = client._Stall(30.0)
     with stall.scope:
-        stall.arm()
+        stall.arm(loops.now())
         for _ in range(10):
             await trio.sleep(20)
-            stall.moved()
+            stall.moved(loops.now())
         stall.off()
         await trio.sleep(1000)  # an open loop between requests: nothing awaited
-        stall.arm()
+        stall.arm(loops.now())
         started = trio.current_time()
         await trio.sleep(math.inf)
     waited = trio.current_time() - started
