@@ -7,6 +7,8 @@ receipt.
 Echo mode: a writer sends each request while a reader, in the same task group, checks the
 answers. TLS: ``connect_tcp(..., ssl_context=...)`` returns a ``TLSStream``; TLS has no
 half-close, so ``unwrap()`` (our close_notify, then the sink's) is the EOF and the receipt.
+Every wait on the peer (the connect, a send, an answer) ends after ``stall_timeout``
+without progress.
 """
 
 from __future__ import annotations

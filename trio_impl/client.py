@@ -5,7 +5,8 @@ backpressure. Then ``send_eof()``, and the sink's own close (``receive_some`` re
 
 Echo mode: a writer sends each request while a reader, in the same nursery, checks the
 answers. TLS: a ``trio.SSLStream`` over the TCP stream; TLS has no half-close, so
-``unwrap()`` (our close_notify, then the sink's) is the EOF and the receipt.
+``unwrap()`` (our close_notify, then the sink's) is the EOF and the receipt. Every wait on
+the peer (the connect, a send, an answer) ends after ``stall_timeout`` without progress.
 """
 
 from __future__ import annotations
