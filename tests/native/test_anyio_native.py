@@ -252,7 +252,7 @@ async def test_echo_over_tls_in_one_task_group(tls: ServerTls, rate: float | Non
     sink = Sink("none", LoopDelay(), events.append, echo=True)
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as group:
-            listeners, accepting = await server.start_listening(
+            listeners, stop_accepting = await server.start_listening(
                 group, sink, ServeOptions(impl="test", port=0, mode="echo", tls=tls)
             )
             port = listeners[0].extra(SocketAttribute.local_port)
@@ -267,7 +267,7 @@ async def test_echo_over_tls_in_one_task_group(tls: ServerTls, rate: float | Non
             requests = await client.send_one(options, context, account, lambda n: None)
             while not events:
                 await anyio.sleep(0.01)
-            accepting.cancel()
+            await stop_accepting()
     assert requests is not None and requests.answered_count == 100
     assert requests.histogram.get_total_count() == 100
     assert account.tls is not None and account.tls[0] == "TLSv1.3"
