@@ -1,27 +1,37 @@
-"""Running asyncio: on which loop (the standard selector loop or uvloop), until which signal."""
+"""Running asyncio: on which loop (the standard selector loop or uvloop), until which signal;
+and TLS as asyncio does it, with what it does not tell you (a handshake in progress, a
+truncation)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from ..common.events import format_peer
+from ..common.options import ClientTls
 from ..common.results import error_text
 from ..common.sink import Sink, out_of_resources
 from ..edge.kernel import RESET_LINGER
+from ..edge.tls import client_context
 
 __all__ = [
     "Signals",
+    "TlsServer",
+    "close_notify_received",
     "loop_factory",
     "loop_name",
     "report_accept_trouble",
     "reset",
     "run",
+    "start_tls_server",
     "stop_accepting",
+    "tls_client",
     "wait_idle",
     "wait_or_signal",
 ]
@@ -72,8 +82,13 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return name
 
 
-def reset(transport: asyncio.WriteTransport) -> None:
-    """Close ``transport`` with a reset: ``abort()`` alone sends a FIN."""
+def reset(transport: asyncio.WriteTransport | socket.socket) -> None:
+    """Close ``transport`` (or a socket no transport owns yet) with a reset: ``abort()``
+    alone sends a FIN."""
+    if isinstance(transport, socket.socket):
+        transport.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
+        transport.close()
+        return
     sock = transport.get_extra_info("socket")
     if sock is not None:  # uvloop's pseudo-socket takes setsockopt too
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
@@ -109,9 +124,10 @@ def report_accept_trouble(loop: asyncio.AbstractEventLoop, sink: Sink) -> None:
     loop.set_exception_handler(handle)
 
 
-async def stop_accepting(server: asyncio.Server) -> None:
+async def stop_accepting(server: asyncio.Server | TlsServer) -> None:
     """Stop accepting, and close ``server`` once every connection it accepted is attached
-    to it: those connections carry on.
+    to it: those connections carry on. (A :class:`TlsServer` has nothing to wait for: what
+    it accepted is a task of its own already.)
 
     asyncio's selector loop accepts in a reader callback and makes each transport in a
     task of its own (``_accept_connection2``, a loop turn after accept4), which first
@@ -123,7 +139,7 @@ async def stop_accepting(server: asyncio.Server) -> None:
     next step, they run before it) and close. uvloop makes the transport in its accept
     callback: there is nothing to wait for."""
     loop = asyncio.get_running_loop()
-    if isinstance(loop, asyncio.SelectorEventLoop):
+    if isinstance(server, asyncio.Server) and isinstance(loop, asyncio.SelectorEventLoop):
         for sock in server.sockets:
             loop.remove_reader(sock.fileno())  # cancels an accept callback already due
         await asyncio.sleep(0)
@@ -191,3 +207,129 @@ async def wait_idle(sink: Sink, timeout: float | None, signals: Signals | None =
         if interrupt is not None:
             interrupt.cancel()
     return idle.done()
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+
+class TlsServer:
+    """A TLS listener that sees each connection from its accept, not from its handshake.
+
+    asyncio's own servers (``start_server``, ``create_server`` with ``ssl=``) call the
+    protocol only once the handshake is done (``connection_made`` in sslproto.py's
+    ``_on_handshake_complete``), and drop one that fails without a word: the SSLError is
+    an OSError, which ``_fatal_error`` logs at debug level only, and no exception handler
+    hears of it (measured on both loops). A handshake in progress could then be neither
+    counted against --max-connections, nor timed out by --idle-timeout, nor reported.
+    Accepting plainly and upgrading with ``start_tls()`` is no way out: the plain protocol
+    reads the ClientHello before the upgrade and it is lost (23 of 30 handshakes hung on
+    asyncio's loop, 13 of 30 on uvloop, measured; cpython#142352, uvloop#707).
+
+    So this server accepts itself (``sock_accept``) and hands each socket, with its peer,
+    to ``serve_one``, which counts it at once and lets asyncio's TLS take the socket over
+    from its first byte (``connect_accepted_socket(ssl=)``). It offers what
+    ``serve_until_stopped`` asks of an ``asyncio.Server``: ``sockets``, ``close()`` and
+    ``wait_closed()``."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        serve_one: Callable[[socket.socket, str], Awaitable[None]],
+        sink: Sink,
+    ) -> None:
+        self.sockets = (sock,)
+        self._connections: set[asyncio.Future[None]] = set()
+        self._accepting = asyncio.ensure_future(self._accept(sock, serve_one, sink))
+
+    async def _accept(
+        self,
+        sock: socket.socket,
+        serve_one: Callable[[socket.socket, str], Awaitable[None]],
+        sink: Sink,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    conn, address = await loop.sock_accept(sock)
+                except OSError as exc:
+                    await self._accept_failed(loop, exc, sink)
+                    continue
+                connection = asyncio.ensure_future(serve_one(conn, format_peer(address)))
+                self._connections.add(connection)
+                connection.add_done_callback(self._connections.discard)
+        finally:
+            # Closed here, once the cancelled accept has stopped watching it (the selector
+            # loop stops in a callback of the next turn), never under a pending watch.
+            sock.close()
+
+    @staticmethod
+    async def _accept_failed(loop: asyncio.AbstractEventLoop, exc: OSError, sink: Sink) -> None:
+        if out_of_resources(exc):  # out of descriptors or memory: say so once, wait, retry
+            await asyncio.sleep(sink.accept_failed(error_text(exc), time.monotonic()))
+        elif not isinstance(exc, ConnectionAbortedError):  # not a peer gone while queued
+            # As asyncio's own accept does (selector_events.py): log it and go on.
+            loop.call_exception_handler({"message": "Error on accepting", "exception": exc})
+
+    def close(self) -> None:
+        """Stop accepting; connections already accepted carry on."""
+        self._accepting.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener is closed and every connection task has ended."""
+        await asyncio.wait({self._accepting, *self._connections})
+
+
+async def start_tls_server(
+    serve_one: Callable[[socket.socket, str], Awaitable[None]],
+    sink: Sink,
+    host: str,
+    port: int,
+    backlog: int,
+) -> TlsServer:
+    """Listen on ``host:port`` (its first address, as ``socket.create_server`` binds) and
+    hand each accepted socket to ``serve_one``: see :class:`TlsServer`."""
+    loop = asyncio.get_running_loop()
+    family, _, _, _, address = (
+        await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    )[0]
+    sock = socket.create_server(address[:2], family=family, backlog=backlog)
+    sock.setblocking(False)
+    return TlsServer(sock, serve_one, sink)
+
+
+def close_notify_received(ssl_object: ssl.SSLObject | None) -> bool:
+    """Whether the TLS peer ended with close_notify (TLS's EOF), not a bare TCP FIN that
+    anyone on the path can forge (a truncation); True for TCP (``ssl_object`` None).
+
+    asyncio's callbacks cannot tell: at a FIN without close_notify CPython's SSLProtocol
+    calls the protocol's ``eof_received()`` all the same (sslproto.py ``eof_received``,
+    then ``_do_shutdown`` skips ``unwrap()`` and calls ``_call_eof_received()``), and a
+    stream's ``read()`` returns ``b""`` either way; uvloop calls no ``eof_received()`` then
+    (sslproto.pyx, uvloop#385), CPython does, from 3.11 to 3.13. The TLS layer knows:
+    once close_notify came, reading from it gives ``b""`` (or SSLZeroReturnError once ours
+    went out too); after a bare FIN it still waits for records (SSLWantReadError: asyncio
+    never marks its incoming BIO at EOF). Asked once the stream has ended, when no
+    application data can be left to take."""
+    if ssl_object is None:
+        return True
+    try:
+        return ssl_object.read(1) == b""
+    except ssl.SSLZeroReturnError:
+        return True
+    except ssl.SSLError:
+        return False
+
+
+def tls_client(tls: ClientTls | None, close_timeout: float) -> dict[str, Any]:
+    """What makes ``open_connection`` or ``create_connection`` speak TLS: our context, the
+    name to check; and asyncio's own wait for the peer's close_notify after ours
+    (``ssl_shutdown_timeout``, 3.11+; 3.10's sslproto has no such timer) set to
+    ``close_timeout``, as its default (30 s, ``constants.SSL_SHUTDOWN_TIMEOUT``) would cut
+    a longer one short. Nothing for TCP."""
+    if tls is None:
+        return {}
+    found: dict[str, Any] = {"ssl": client_context(tls), "server_hostname": tls.server_hostname}
+    if sys.version_info >= (3, 11):
+        found["ssl_shutdown_timeout"] = close_timeout
+    return found

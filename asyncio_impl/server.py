@@ -1,6 +1,10 @@
 """Sink server on asyncio streams: ``start_server``, then ``reader.read(n)`` until EOF.
 
-RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept.
+RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept. In
+echo mode (RFC 862) every read is written back, ``write()`` then ``drain()``, before the
+next: a peer that stops reading its answers stops being read. Over TLS asyncio's own layer
+(``ssl=``) does the handshake and the close_notify exchange, on a socket we accept (see
+``loops.TlsServer``).
 """
 
 from __future__ import annotations
@@ -8,18 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
+import ssl
 import time
 
-from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.events import EOF, ERROR, RESET, TRUNCATED, format_peer
 from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
 from ..common.options import ServeOptions
-from ..common.sink import Sink
+from ..common.sink import Connection, Sink
 from ..edge import standalone
+from ..edge.tls import server_context, version_and_cipher
 from . import loops
 from .ticker import start_ticker
 
-__all__ = ["handle_connection", "main", "serve", "serve_until_stopped", "start_listening"]
+__all__ = [
+    "handle_connection",
+    "handle_tls",
+    "main",
+    "serve",
+    "serve_until_stopped",
+    "start_listening",
+]
 
 #: Bytes asked of each read(): more than the StreamReader ever holds (it pauses the socket
 #: above 2 * limit, limit = 64 KiB, plus one recv of 256 KiB), so each read() takes the whole
@@ -38,25 +52,78 @@ BACKLOG = 1024
 async def handle_connection(
     sink: Sink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    """Count one connection's bytes until EOF, then report it."""
+    """Count one connection's bytes until EOF (echoing them in echo mode), then report it."""
     peer = format_peer(writer.get_extra_info("peername"))
     # Streams have no abort of their own: the transport's abort() closes at once (FIN, not RST).
     connection = sink.open(peer, time.monotonic(), writer.transport.abort)
     if connection is None:  # --max-connections are open: reset, and reported
         loops.reset(writer.transport)
         return
+    await _serve(sink, connection, reader, writer)
+
+
+async def handle_tls(sink: Sink, context: ssl.SSLContext, sock: socket.socket, peer: str) -> None:
+    """The same over TLS, for a socket just accepted: it counts from now, and asyncio's
+    TLS takes it over (``connect_accepted_socket(ssl=)``), the handshake first."""
+    loop = asyncio.get_running_loop()
+    handshake = asyncio.current_task()
+    assert handshake is not None
+    writer: asyncio.StreamWriter | None = None
+
+    def abort() -> None:
+        if writer is None:  # still in the handshake: cancelling it closes the socket
+            handshake.cancel()
+        else:
+            writer.transport.abort()
+
+    connection = sink.open(peer, time.monotonic(), abort)
+    if connection is None:  # --max-connections are open: reset, and reported
+        loops.reset(sock)
+        return
+    # What start_server() builds for each connection (streams.py), given our socket.
+    reader = asyncio.StreamReader(STREAM_LIMIT)
+    protocol = asyncio.StreamReaderProtocol(reader)
+    try:
+        # Not the protocol it returns: uvloop's is its own SSLProtocol (loop.pyx).
+        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock, ssl=context)
+    except asyncio.CancelledError:  # abort(): its outcome (timeout, aborted) is set
+        sink.close(connection, ERROR, time.monotonic())
+        raise
+    except OSError as exc:  # no TLS (an SSLError), a reset, asyncio's 60 s handshake limit
+        outcome = RESET if isinstance(exc, ConnectionResetError) else ERROR
+        sink.close(connection, outcome, time.monotonic())
+        return
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    await _serve(sink, connection, reader, writer)
+
+
+async def _serve(
+    sink: Sink, connection: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    ssl_object = writer.get_extra_info("ssl_object")  # TLS: the handshake is done
+    if ssl_object is not None:
+        connection.secured(*version_and_cipher(ssl_object))
     outcome = EOF
     try:
         # Never read() with no size: that reads until EOF into memory.
         while data := await reader.read(READ_SIZE):
             connection.feed(data, time.monotonic())
+            # TLS: once the peer's close_notify came, asyncio has sent ours and drops what
+            # is written (sslproto.py _write_appdata): asyncio has no TLS half-close.
+            if sink.echo and not writer.transport.is_closing():
+                writer.write(data)
+                connection.echoed(len(data))
+                # Until the peer reads its answers, wait here, and so read no more of it.
+                await writer.drain()
+        if not loops.close_notify_received(ssl_object):  # read() says b"" at a bare FIN too
+            outcome = TRUNCATED
     except ConnectionResetError:
         outcome = RESET
     except OSError:
         outcome = ERROR
     finally:
         sink.close(connection, outcome, time.monotonic())
-        writer.close()
+        writer.close()  # in echo mode, once the answers are sent; TLS: with close_notify
     # wait_closed() re-raises the error that ended the connection: it is already reported.
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -65,8 +132,12 @@ async def handle_connection(
 # --- server -----------------------------------------------------------------------------
 
 
-async def start_listening(sink: Sink, options: ServeOptions) -> asyncio.Server:
-    """Listen on ``options.host:port`` with a streams handler per connection."""
+async def start_listening(sink: Sink, options: ServeOptions) -> asyncio.Server | loops.TlsServer:
+    """Listen on ``options.host:port`` with a streams handler per connection (over TLS, on
+    sockets we accept ourselves: see ``loops.TlsServer``)."""
+    if options.tls is not None:
+        serve_one = functools.partial(handle_tls, sink, server_context(options.tls))
+        return await loops.start_tls_server(serve_one, sink, options.host, options.port, BACKLOG)
     return await asyncio.start_server(
         functools.partial(handle_connection, sink),
         options.host,

@@ -115,7 +115,7 @@ class ProtocolWithoutSockets(unittest.TestCase):
 
         class Transport:
             def get_extra_info(self, name: str) -> Any:
-                return ("127.0.0.1", 4242)
+                return ("127.0.0.1", 4242) if name == "peername" else None  # TCP: no ssl_object
 
             def abort(self) -> None:
                 raise AssertionError("not aborted")
