@@ -175,10 +175,11 @@ class PayloadProtocol(asyncio.Protocol):
             delay = max(0.0, requests.due() - time.monotonic())
             self._next_due = self._loop.call_later(delay, self._ask)
 
-    def _send(self, data: bytes) -> None:
-        self._transport.write(data)
-        self._account.feed(data, time.monotonic())
-        self._progress(len(data))
+    def _send(self, chunk: bytes) -> None:
+        """Write a chunk, or a request's message, counted as handed to the transport."""
+        self._transport.write(chunk)
+        self._account.feed(chunk, time.monotonic())
+        self._progress(len(chunk))
 
     def _finish(self) -> None:
         """Half-close after the last byte, and wait for the sink's close: the receipt."""
