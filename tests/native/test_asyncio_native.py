@@ -10,18 +10,24 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import socket
+import ssl
+import tempfile
+import threading
 import unittest
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from nbio.asyncio_impl import client, loops, protocol_client, protocol_server, server, ticker
 from nbio.common.accounting import SendAccount
 from nbio.common.events import Event, Received
 from nbio.common.loopdelay import LoopDelay
-from nbio.common.options import SendOptions, ServeOptions
+from nbio.common.options import ClientTls, SendOptions, ServeOptions
 from nbio.common.payload import Payload
 from nbio.common.sink import Sink
+from nbio.edge.tls import client_context, server_context, throwaway
 
 TIMEOUT = 30
+LOOPS = ["default"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
 
 
 class SinkRoundTrip(unittest.IsolatedAsyncioTestCase):
@@ -173,6 +179,203 @@ class TickerDueTimes(unittest.TestCase):
         due = self._due_times("default")
         self.assertGreaterEqual(len(due), 5)
         self.assertFalse(all(abs(d * 1000 - round(d * 1000)) < 1e-6 for d in due), due)
+
+
+# --- TLS: what asyncio tells, and what it does not ----------------------------------------
+
+
+class TlsFacts(unittest.TestCase):
+    """The facts about asyncio's TLS that asyncio_impl is built on, on each loop: a
+    failed handshake never reaches an ``ssl=`` server's protocol, a FIN without
+    close_notify looks like TLS's EOF to CPython's callbacks, and the TLS layer tells."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.folder = tempfile.TemporaryDirectory()
+        cls.tls = throwaway(cls.folder.name)
+        assert cls.tls.cafile is not None
+        cls.trusted = client_context(ClientTls(cafile=cls.tls.cafile))
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.folder.cleanup()
+
+    def _on_each_loop(self, test: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+        for name in LOOPS:
+            with self.subTest(loop=name):
+                loops.run(asyncio.wait_for(test(name), TIMEOUT), name)
+
+    def _peer(self, port: int, ending: str) -> threading.Thread:
+        """A blocking TLS client that sends 100 KB and ends with close_notify, or with a
+        FIN alone, or that speaks no TLS at all (``plain``)."""
+
+        def run() -> None:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+            if ending == "plain":
+                raw.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                while raw.recv(4096):
+                    pass
+                raw.close()
+                return
+            sock = self.trusted.wrap_socket(raw, server_hostname="localhost")
+            sock.sendall(b"x" * 100_000)
+            if ending == "close_notify":
+                sock.unwrap().close()
+            else:  # SSLSocket.shutdown(): the TCP FIN, no close_notify
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(4096):  # until the server closes in turn
+                    pass
+                sock.close()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def test_a_fin_without_close_notify_is_told_by_the_tls_layer_alone(self) -> None:
+        """A Protocol under ``ssl=``: at close_notify eof_received() comes, then
+        connection_lost(None); at a bare FIN, CPython's loop calls eof_received() too
+        (uvloop does not). ``close_notify_received`` tells the two apart on every loop."""
+
+        async def test(name: str) -> None:
+            seen: list[tuple[str, bool, bool]] = []  # ending, eof_received came, clean
+            ended: asyncio.Queue[None] = asyncio.Queue()
+
+            class Recorder(asyncio.Protocol):
+                eof = False
+
+                def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                    self.ssl_object = transport.get_extra_info("ssl_object")
+
+                def eof_received(self) -> None:
+                    self.eof = True
+
+                def connection_lost(self, exc: Exception | None) -> None:
+                    assert exc is None, exc
+                    clean = loops.close_notify_received(self.ssl_object)
+                    seen.append(("", self.eof, clean))
+                    ended.put_nowait(None)
+
+            listener = await asyncio.get_running_loop().create_server(
+                Recorder, "127.0.0.1", 0, ssl=server_context(self.tls)
+            )
+            port = listener.sockets[0].getsockname()[1]
+            for ending in ("close_notify", "fin"):
+                peer = self._peer(port, ending)
+                await ended.get()
+                seen[-1] = (ending, *seen[-1][1:])
+                await asyncio.to_thread(peer.join, TIMEOUT)
+            listener.close()
+            cpython = name == "default"
+            self.assertEqual(seen, [("close_notify", True, True), ("fin", cpython, False)])
+
+        self._on_each_loop(test)
+
+    def test_an_ssl_server_never_hears_of_a_failed_handshake(self) -> None:
+        """``create_server(ssl=)``: a plaintext client makes asyncio build a protocol (at
+        the accept), which then hears nothing, and neither does the exception handler:
+        why loops.TlsServer accepts for itself."""
+
+        async def test(name: str) -> None:
+            loop = asyncio.get_running_loop()
+            told: list[str] = []
+            loop.set_exception_handler(lambda loop, context: told.append(context["message"]))
+
+            class Recorder(asyncio.Protocol):
+                def __init__(self) -> None:
+                    told.append("built")
+
+                def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                    told.append("made")
+
+                def connection_lost(self, exc: Exception | None) -> None:
+                    told.append("lost")
+
+            listener = await loop.create_server(
+                Recorder, "127.0.0.1", 0, ssl=server_context(self.tls)
+            )
+            peer = self._peer(listener.sockets[0].getsockname()[1], "plain")
+            await asyncio.to_thread(peer.join, TIMEOUT)  # refused: the server closed it
+            await asyncio.sleep(0.1)
+            listener.close()
+            self.assertEqual(told, ["built"])
+
+        self._on_each_loop(test)
+
+    def test_the_tls_servers_count_from_the_accept_and_report_a_failed_handshake(self) -> None:
+        """Both servers over TLS: a peer that never sends its ClientHello is counted at
+        once (and its FIN mid-handshake ends it ``reset``), a plaintext one ends
+        ``error``, a FIN without close_notify ``truncated``."""
+
+        async def test(name: str) -> None:
+            for level in (server, protocol_server):
+                events: list[Event] = []
+                sink = Sink("none", LoopDelay(), events.append)
+                options = ServeOptions(impl="test", port=0, tls=self.tls)
+                listener = await level.start_listening(sink, options)
+                port = listener.sockets[0].getsockname()[1]
+                silent = await asyncio.to_thread(
+                    socket.create_connection, ("127.0.0.1", port), TIMEOUT
+                )
+                while sink.live < 1:
+                    await asyncio.sleep(0.01)
+                silent.close()
+                for ending in ("plain", "fin"):
+                    await asyncio.to_thread(self._peer(port, ending).join, TIMEOUT)
+                while sink.live:
+                    await asyncio.sleep(0.01)
+                listener.close()
+                await listener.wait_closed()
+                outcomes = sorted(e.outcome for e in events if isinstance(e, Received))
+                self.assertEqual(outcomes, ["error", "reset", "truncated"], level.__name__)
+
+        self._on_each_loop(test)
+
+    def test_uvloop_hands_back_its_own_protocol_from_connect_accepted_socket(self) -> None:
+        """``connect_accepted_socket(ssl=)`` returns our protocol on asyncio's loop and
+        uvloop's SSLProtocol on uvloop: why handle_tls keeps its own reference."""
+
+        async def test(name: str) -> None:
+            loop = asyncio.get_running_loop()
+            ours = asyncio.Protocol()
+            with socket.create_server(("127.0.0.1", 0)) as listener:
+                peer = self._peer(listener.getsockname()[1], "close_notify")
+                accepted, _ = await asyncio.to_thread(listener.accept)
+                accepted.setblocking(False)
+                transport, returned = await loop.connect_accepted_socket(
+                    lambda: ours, accepted, ssl=server_context(self.tls)
+                )
+                transport.abort()
+                await asyncio.to_thread(peer.join, TIMEOUT)
+            self.assertIs(returned is ours, name == "default")
+
+        self._on_each_loop(test)
+
+    def test_a_tls_sink_that_closes_without_close_notify_gives_no_receipt(self) -> None:
+        """Both clients: a sink that reads up to our close_notify and then closes without
+        its own fails the transfer (it may not have read everything), in the ssl module's
+        words for such an EOF."""
+        context = server_context(self.tls)
+
+        def sink(listener: socket.socket) -> None:
+            raw, _ = listener.accept()
+            conn = context.wrap_socket(raw, server_side=True)
+            while conn.recv(65536):  # b"" at our close_notify
+                pass
+            conn.close()  # no close_notify of its own: SSLSocket.close() sends none
+
+        async def test(name: str) -> None:
+            for level in (client, protocol_client):
+                with socket.create_server(("127.0.0.1", 0)) as listener:
+                    thread = threading.Thread(target=sink, args=(listener,), daemon=True)
+                    thread.start()
+                    tls = ClientTls(cafile=self.tls.cafile)
+                    options = SendOptions(Payload(65537), port=listener.getsockname()[1], tls=tls)
+                    with self.assertRaises(ssl.SSLEOFError, msg=level.__name__) as caught:
+                        await level.send_one(options, SendAccount(), lambda n: None)
+                    await asyncio.to_thread(thread.join, TIMEOUT)
+                self.assertIn("EOF occurred in violation of protocol", str(caught.exception))
+
+        self._on_each_loop(test)
 
 
 if __name__ == "__main__":
