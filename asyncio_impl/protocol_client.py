@@ -49,7 +49,8 @@ class PayloadProtocol(asyncio.Protocol):
         self._paused = False
         self._finished = False
         self._give_up: asyncio.TimerHandle | None = None  # the close timeout
-        self._stall: asyncio.TimerHandle | None = None  # armed while we wait for progress
+        self._stall: asyncio.TimerHandle | None = None  # runs while we wait for progress
+        self._progress_at = 0.0  # the loop's time of the last progress
         self._next_due: asyncio.TimerHandle | None = None  # open loop: the next request
         self._ssl_object: ssl.SSLObject | None = None
         self._failure: Exception | None = None  # why we aborted, if we did
@@ -72,7 +73,7 @@ class PayloadProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         # Called from inside write() once the transport holds more than its high-water mark.
         self._paused = True
-        self._watch()
+        self._progressed()  # it took that write: the wait for the next starts now
 
     def resume_writing(self) -> None:
         # Called once the transport has sent enough to drop below its low-water mark.
@@ -164,7 +165,7 @@ class PayloadProtocol(asyncio.Protocol):
             if message is None:
                 break
             self._send(message)
-            self._watch()  # an answer is awaited now
+            self._progressed()  # an answer is awaited from now
             if burst.add(len(message)):  # behind schedule, every request is due at once
                 self._loop.call_soon(self._ask)
                 return
@@ -201,21 +202,29 @@ class PayloadProtocol(asyncio.Protocol):
             return
         self._give_up = self._loop.call_later(self._options.close_timeout, self._abort_late)
 
-    def _watch(self) -> None:
-        """Arm the stall timer while we wait: on a paused transport, or for an answer."""
-        waiting = self._paused or (self.requests is not None and self.requests.outstanding > 0)
-        if waiting and self._stall is None and not self._finished:
-            self._stall = self._loop.call_later(self._options.stall_timeout, self._stalled)
+    def _waiting(self) -> bool:
+        """Whether we wait for progress: on a paused transport, or for an answer."""
+        answers = self.requests is not None and self.requests.outstanding > 0
+        return not self._finished and (self._paused or answers)
 
     def _progressed(self) -> None:
-        """The kernel took bytes, or answer bytes came: the stall clock starts over."""
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
-        self._watch()
+        """The kernel took bytes, or answer bytes came: the stall clock starts over. Only a
+        time is noted: the one timer, when it fires, sees it and waits the rest, so that
+        no timer is made and cancelled for every read."""
+        self._progress_at = self._loop.time()
+        if self._stall is None and self._waiting():
+            self._stall = self._loop.call_later(self._options.stall_timeout, self._check_stall)
 
-    def _stalled(self) -> None:
-        self._abort(StallTimeout(self._options.stall_timeout))
+    def _check_stall(self) -> None:
+        self._stall = None
+        if not self._waiting():
+            return
+        quiet = self._loop.time() - self._progress_at
+        if quiet >= self._options.stall_timeout:
+            self._abort(StallTimeout(self._options.stall_timeout))
+        else:
+            rest = self._options.stall_timeout - quiet
+            self._stall = self._loop.call_later(rest, self._check_stall)
 
     def _abort_late(self) -> None:
         self._abort(CloseTimeout(self._options.close_timeout))
