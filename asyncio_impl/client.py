@@ -63,7 +63,7 @@ async def send_one(
         account.end(time.monotonic())
         return requests
     except BaseException:
-        account.buffered = writer.transport.get_write_buffer_size()
+        account.buffered = loops.held(writer.transport)
         writer.transport.abort()
         raise
 

@@ -24,6 +24,7 @@ __all__ = [
     "Signals",
     "TlsServer",
     "close_notify_received",
+    "held",
     "loop_factory",
     "loop_name",
     "report_accept_trouble",
@@ -93,6 +94,16 @@ def reset(transport: asyncio.WriteTransport | socket.socket) -> None:
     if sock is not None:  # uvloop's pseudo-socket takes setsockopt too
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
     transport.abort()
+
+
+def held(transport: asyncio.WriteTransport) -> int:
+    """What ``transport`` still holds unsent: what a failed transfer did not hand to the
+    kernel. 0 once 3.10's SSL transport has lost its connection: its
+    ``get_write_buffer_size()`` asks the socket's transport, None by then (sslproto.py)."""
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return 0
 
 
 def report_accept_trouble(loop: asyncio.AbstractEventLoop, sink: Sink) -> None:

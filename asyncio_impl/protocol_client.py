@@ -117,7 +117,7 @@ class PayloadProtocol(asyncio.Protocol):
             # What the ssl module raises at such a FIN (suppress_ragged_eofs=False).
             exc = ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
         if exc is not None:
-            self._account.buffered = self._transport.get_write_buffer_size()
+            self._account.buffered = loops.held(self._transport)
             self.done.set_exception(exc)
         elif not self._finished:
             self.done.set_exception(BrokenPipeError("closed by peer before the payload was sent"))
@@ -252,7 +252,7 @@ async def send_one(
     try:
         await protocol.done
     except BaseException:
-        account.buffered = transport.get_write_buffer_size()
+        account.buffered = loops.held(transport)
         transport.abort()
         raise
     return protocol.requests
