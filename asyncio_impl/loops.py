@@ -314,14 +314,14 @@ def close_notify_received(ssl_object: ssl.SSLObject | None) -> bool:
     anyone on the path can forge (a truncation); True for TCP (``ssl_object`` None).
 
     asyncio's callbacks cannot tell: at a FIN without close_notify CPython's SSLProtocol
-    calls the protocol's ``eof_received()`` all the same (sslproto.py ``eof_received``,
-    then ``_do_shutdown`` skips ``unwrap()`` and calls ``_call_eof_received()``), and a
-    stream's ``read()`` returns ``b""`` either way; uvloop calls no ``eof_received()`` then
-    (sslproto.pyx, uvloop#385), CPython does, from 3.11 to 3.13. The TLS layer knows:
-    once close_notify came, reading from it gives ``b""`` (or SSLZeroReturnError once ours
-    went out too); after a bare FIN it still waits for records (SSLWantReadError: asyncio
-    never marks its incoming BIO at EOF). Asked once the stream has ended, when no
-    application data can be left to take."""
+    calls the protocol's ``eof_received()`` all the same (3.11 to 3.13: sslproto.py
+    ``eof_received``, then ``_do_shutdown`` skips ``unwrap()`` and calls
+    ``_call_eof_received()``; 3.10 calls it at the FIN and not at close_notify), and a
+    stream's ``read()`` returns ``b""`` either way; uvloop calls it at close_notify only
+    (sslproto.pyx, uvloop#385). The TLS layer knows: once close_notify came, reading from
+    it gives ``b""`` (or SSLZeroReturnError once ours went out too); after a bare FIN it
+    still waits for records (SSLWantReadError: asyncio never marks its incoming BIO at
+    EOF). Asked once the stream has ended, when asyncio has handed over what came."""
     if ssl_object is None:
         return True
     try:

@@ -62,7 +62,7 @@ class SinkProtocol(asyncio.BufferedProtocol):
 
     def accepted(self, peer: str, handshake: asyncio.Future[None]) -> bool:
         """TLS: count this connection from its accept, while ``handshake`` runs (asyncio
-        calls connection_made() only once it is done); False over --max-connections."""
+        calls connection_made() only once it is done); False if the sink refuses it."""
         self._handshake = handshake
         self._connection = self._sink.open(peer, time.monotonic(), self.abort)
         return self._connection is not None
@@ -89,7 +89,7 @@ class SinkProtocol(asyncio.BufferedProtocol):
             return
         peer = format_peer(transport.get_extra_info("peername"))
         self._connection = self._sink.open(peer, time.monotonic(), self.abort)
-        if self._connection is None:  # --max-connections are open: reset, and reported
+        if self._connection is None:  # refused (too many, or output not read): reset, reported
             loops.reset(self._transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -151,8 +151,8 @@ async def handle_tls(
     protocol = SinkProtocol(sink, buffer)
     handshake = asyncio.current_task()
     assert handshake is not None
-    if not protocol.accepted(peer, handshake):  # --max-connections are open: reset, reported
-        loops.reset(sock)
+    if not protocol.accepted(peer, handshake):
+        loops.reset(sock)  # refused (too many, or output not read): reset, and reported
         return
     try:
         await asyncio.get_running_loop().connect_accepted_socket(

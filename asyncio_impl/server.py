@@ -56,7 +56,7 @@ async def handle_connection(
     peer = format_peer(writer.get_extra_info("peername"))
     # Streams have no abort of their own: the transport's abort() closes at once (FIN, not RST).
     connection = sink.open(peer, time.monotonic(), writer.transport.abort)
-    if connection is None:  # --max-connections are open: reset, and reported
+    if connection is None:  # refused (too many, or output not read): reset, reported
         loops.reset(writer.transport)
         return
     await _serve(sink, connection, reader, writer)
@@ -77,7 +77,7 @@ async def handle_tls(sink: Sink, context: ssl.SSLContext, sock: socket.socket, p
             writer.transport.abort()
 
     connection = sink.open(peer, time.monotonic(), abort)
-    if connection is None:  # --max-connections are open: reset, and reported
+    if connection is None:  # refused (too many, or output not read): reset, reported
         loops.reset(sock)
         return
     # What start_server() builds for each connection (streams.py), given our socket.
@@ -123,7 +123,9 @@ async def _serve(
         outcome = ERROR
     finally:
         sink.close(connection, outcome, time.monotonic())
-        writer.close()  # in echo mode, once the answers are sent; TLS: with close_notify
+        # Once what it holds is sent (echo: the last answers). Over TLS asyncio answered
+        # the peer's close_notify with its own already, as it read it (sslproto.py).
+        writer.close()
     # wait_closed() re-raises the error that ended the connection: it is already reported.
     with contextlib.suppress(OSError):
         await writer.wait_closed()
