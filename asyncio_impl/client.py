@@ -78,22 +78,23 @@ async def _stream(
     options: SendOptions, account: SendAccount, progress: Progress, writer: asyncio.StreamWriter
 ) -> None:
     burst = Burst()
+    high = writer.transport.get_write_buffer_limits()[1]
     for chunk in options.payload.chunks(options.chunk_size):
         writer.write(chunk)
         account.feed(chunk, time.monotonic())
         progress(len(chunk))
-        await _drain(writer, options.stall_timeout)
+        await _drain(writer, high, options.stall_timeout)
         if burst.add(len(chunk)):
             # So when the kernel keeps taking every chunk inline, nothing ever yields:
             # ticks came 8 ms late (22 ms on uvloop). Yield once per burst.
             await asyncio.sleep(0)
 
 
-async def _drain(writer: asyncio.StreamWriter, stall_timeout: float) -> None:
+async def _drain(writer: asyncio.StreamWriter, high: int, stall_timeout: float) -> None:
     """``await writer.drain()``, failing with StallTimeout if the transport is not below its
-    low-water mark within ``stall_timeout`` seconds."""
-    transport = writer.transport
-    if transport.get_write_buffer_size() < transport.get_write_buffer_limits()[1]:
+    low-water mark within ``stall_timeout`` seconds; ``high`` is its high-water mark (read
+    once: 3.10's SSL transport cannot say it once its connection is gone)."""
+    if loops.held(writer.transport) < high:
         # drain() waits only while the protocol is paused, and a transport pauses it once
         # its buffer reaches the high-water mark (set_write_buffer_limits' documented
         # contract: the selector transport pauses above it, the SSL one at it). Below, it
@@ -136,6 +137,7 @@ async def _ask(
 
     async def ask_on_schedule() -> None:
         burst = Burst()
+        high = writer.transport.get_write_buffer_limits()[1]
         while not requests.all_sent:
             due = requests.due()
             early = due - time.monotonic()
@@ -143,7 +145,7 @@ async def _ask(
                 await asyncio.sleep(early)  # on the loop's timer
             if not ask(due):
                 break
-            await _drain(writer, stall)  # whatever the answers do, but not past full buffers
+            await _drain(writer, high, stall)  # whatever the answers do, not past full buffers
             if burst.add(echo.message_size):  # behind schedule, every request is due at once
                 await asyncio.sleep(0)
 
