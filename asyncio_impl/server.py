@@ -123,8 +123,8 @@ async def _serve(
         outcome = ERROR
     finally:
         sink.close(connection, outcome, time.monotonic())
-        # Once what it holds is sent (echo: the last answers). Over TLS asyncio answered
-        # the peer's close_notify with its own already, as it read it (sslproto.py).
+        # Once what it holds is sent (echo: the last answers). Over TLS asyncio answered the
+        # peer's close_notify as it read it (sslproto.py; 3.10's drops its own: no receipt).
         writer.close()
     # wait_closed() re-raises the error that ended the connection: it is already reported.
     with contextlib.suppress(OSError):
