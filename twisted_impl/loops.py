@@ -34,6 +34,8 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IReactorTime,
+    ISystemHandle,
+    ITCPTransport,
 )
 from twisted.internet.protocol import connectionDone
 from twisted.internet.ssl import (
@@ -346,15 +348,14 @@ class TlsLayer(TLSMemoryBIOProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
-        if self.factory.check_errors and self.transport is not None:
+        if cast(TlsFactory, self.factory).check_errors and self.transport is not None:
             # On uvloop this read may be the reactor's last on this socket, and a reset
             # behind it never read (stops_reading_at_an_error): under TLS the protocol above
             # may not even hear of the bytes (a handshake's), so ask the socket here.
-            failed = cast(socket.socket, self.transport.getHandle()).getsockopt(
-                socket.SOL_SOCKET, socket.SO_ERROR
-            )
+            handle = cast(socket.socket, cast(ISystemHandle, self.transport).getHandle())
+            failed = handle.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if failed:
-                self.transport.abortConnection()
+                cast(ITCPTransport, self.transport).abortConnection()
                 return
         if self._read_ended or not _close_notify_received(self.getHandle()):
             return
