@@ -1,21 +1,29 @@
 """Sink server on blocking sockets: an accepting thread and one thread per connection, each
 reading with ``recv_into`` into a buffer it reuses. The main thread ticks and waits for the
 signal.
+
+Echo mode writes each read back with ``sendall`` before reading again: a peer that does not
+read its answers blocks that thread's ``sendall``, so it reads no more. TLS is the standard
+library's ``SSLContext.wrap_socket``, the handshake in the connection's thread; the
+client's close_notify ends the stream, and ours, ``unwrap()``, answers it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import threading
 import time
 
-from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.events import EOF, ERROR, RESET, TLS_FAILED, TRUNCATED, format_peer
 from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
 from ..common.options import ServeOptions
 from ..common.results import error_text
 from ..edge import standalone
 from ..edge.kernel import RESET_LINGER
+from ..edge.tls import server_context, version_and_cipher
 from . import loops
 from .loops import SharedSink
 from .ticker import start_ticker
@@ -37,13 +45,30 @@ BACKLOG = 1024
 # --- connection -------------------------------------------------------------------------
 
 
-def handle_connection(sink: SharedSink, sock: socket.socket, peer: str) -> None:
-    """Count one connection's bytes until EOF, then report it (in this connection's thread)."""
+def handle_connection(
+    sink: SharedSink, sock: socket.socket, peer: str, context: ssl.SSLContext | None
+) -> None:
+    """Count one connection's bytes until EOF (echo: write each back first), then report it
+    (in this connection's thread)."""
     buffer = memoryview(bytearray(READ_SIZE))
+    if context is not None:
+        # No handshake yet: it waits until the sink counts the connection, so that a peer
+        # that never sends its ClientHello holds a place and times out like any other.
+        try:
+            sock = context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
+            )
+        except OSError:  # the peer reset before we began (wrap_socket asks it for a byte)
+            sock.close()
+            sink.reject(peer, TLS_FAILED)
+            return
 
     def abort() -> None:
-        # Wakes our blocked recv_into() from another thread: it returns 0.
-        sock.shutdown(socket.SHUT_RDWR)
+        # Wakes our blocked recv_into() (it returns 0) or sendall() (EPIPE) from another
+        # thread. The socket's own shutdown: SSLSocket.shutdown() would also drop the TLS
+        # layer under the thread using it. A peer that reset leaves nothing to shut down.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     connection = sink.open(peer, time.monotonic(), abort)
     if connection is None:  # --max-connections are open: reset, and reported
@@ -51,15 +76,46 @@ def handle_connection(sink: SharedSink, sock: socket.socket, peer: str) -> None:
         return
     outcome = EOF
     try:
+        if isinstance(sock, ssl.SSLSocket):
+            _handshake(sock)
+            connection.secured(*version_and_cipher(sock))
         while count := sock.recv_into(buffer):
             connection.feed(buffer[:count], time.monotonic())  # our own account: no lock
+            if sink.echo:
+                # Blocks while the peer does not read its answers, and we read no more of
+                # it meanwhile: the flow control. Other connections have threads of their own.
+                sock.sendall(buffer[:count])
+                connection.echoed(count)
+        if isinstance(sock, ssl.SSLSocket):
+            # recv_into() returned 0 at the client's close_notify (a FIN without one raises
+            # SSLEOFError: suppress_ragged_eofs=False); ours answers it: the client's receipt.
+            # A client that closed without waiting for it has all it needs from us.
+            with contextlib.suppress(OSError):
+                sock.unwrap()
+    except ssl.SSLEOFError:
+        # No close_notify: cut short, after the handshake; before it, the handshake failed.
+        # (CPython 3.11 also reports a reset under TLS this way.)
+        outcome = TRUNCATED if connection.tls_version else ERROR
     except ConnectionResetError:
         outcome = RESET
-    except OSError:
+    except OSError:  # a TLS handshake that failed (a plaintext peer) among them
         outcome = ERROR
     finally:
         sink.close(connection, outcome, time.monotonic())
         sock.close()
+
+
+def _handshake(sock: ssl.SSLSocket) -> None:
+    """The TLS handshake, in this connection's thread. If it fails, end our side first: a
+    plaintext peer's request is still unread (OpenSSL stopped at its first 5 bytes, not a
+    record header), and closing a socket with unread bytes sends a reset, which the peer
+    would read instead of our end (measured: its recv() raised ECONNRESET)."""
+    try:
+        sock.do_handshake()
+    except OSError:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_WR)
+        raise
 
 
 def _reset(sock: socket.socket) -> None:
@@ -75,10 +131,13 @@ class Acceptor(threading.Thread):
     fails (out of descriptors, say) or a thread cannot start, it stops accepting for the
     sink's back-off, then goes on: the connections wait in the kernel's queue meanwhile."""
 
-    def __init__(self, sink: SharedSink, listener: socket.socket) -> None:
+    def __init__(
+        self, sink: SharedSink, listener: socket.socket, context: ssl.SSLContext | None
+    ) -> None:
         super().__init__(name="acceptor")
         self.listener = listener
         self._sink = sink
+        self._context = context
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -93,7 +152,9 @@ class Acceptor(threading.Thread):
                 self._stopping.wait(self._sink.accept_failed(error_text(exc), time.monotonic()))
                 continue
             peer = format_peer(address)
-            thread = threading.Thread(target=handle_connection, args=(self._sink, sock, peer))
+            thread = threading.Thread(
+                target=handle_connection, args=(self._sink, sock, peer, self._context)
+            )
             thread.daemon = True
             try:
                 thread.start()
@@ -117,7 +178,8 @@ def start_listening(sink: SharedSink, options: ServeOptions) -> Acceptor:
     # listener on "::" is IPv6 only, as asyncio's.
     family = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)[0][0]
     listener = socket.create_server((options.host, options.port), family=family, backlog=BACKLOG)
-    acceptor = Acceptor(sink, listener)
+    context = server_context(options.tls) if options.tls is not None else None
+    acceptor = Acceptor(sink, listener, context)
     acceptor.start()
     return acceptor
 
