@@ -1,20 +1,28 @@
 """Sink server on gevent: a ``StreamServer`` runs ``handle_connection`` in a greenlet per
 connection, which reads with ``recv_into`` until EOF: blocking-looking code, the hub under it.
 
-RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept.
+RFC 863 Discard, counted: every byte is counted (and hashed) as it is read, never kept. Echo
+mode writes each read back with ``sendall`` before reading again: a peer that does not read
+its answers parks that greenlet, so it reads no more. TLS is gevent's own ``SSLSocket``
+around the accepted socket, the handshake in the connection's greenlet; the client's
+close_notify ends the stream, and ours, ``unwrap()``, answers it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import time
 from typing import Any
 
 import gevent
+import gevent.ssl
+from gevent import socket as gsocket
 from gevent.server import StreamServer
 
 from ..common.burst import Burst
-from ..common.events import EOF, ERROR, RESET, format_peer
+from ..common.events import EOF, ERROR, RESET, TLS_FAILED, TRUNCATED, format_peer
 from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
 from ..common.options import ServeOptions
@@ -22,6 +30,7 @@ from ..common.results import error_text
 from ..common.sink import Sink, out_of_resources
 from ..edge import standalone
 from ..edge.kernel import RESET_LINGER
+from ..edge.tls import server_context, version_and_cipher
 from . import loops
 from .ticker import start_ticker
 
@@ -43,14 +52,42 @@ BACKLOG = 1024
 # --- connection -------------------------------------------------------------------------
 
 
-def handle_connection(sink: Sink, buffer: memoryview, sock: socket.socket, address: Any) -> None:
-    """Count one connection's bytes until EOF, then report it (in its own greenlet)."""
+def handle_connection(
+    sink: Sink, buffer: memoryview, sock: Any, address: Any, context: ssl.SSLContext | None
+) -> None:
+    """Count one connection's bytes until EOF (echo: write each back first), then report it
+    (in its own greenlet)."""
+    peer = format_peer(address)
+    if context is not None:
+        # gevent's SSLSocket, as gevent.ssl.SSLContext.wrap_socket makes it (gevent/ssl.py
+        # 122): the stdlib context's own wrap_socket would make the stdlib's, whose calls
+        # block the whole hub. No handshake yet: it waits until the sink counts the
+        # connection, so that a peer that never sends its ClientHello holds a place.
+        try:
+            sock = gevent.ssl.SSLSocket(
+                sock,
+                server_side=True,
+                do_handshake_on_connect=False,
+                suppress_ragged_eofs=False,  # a FIN without close_notify raises SSLEOFError
+                _context=context,
+            )
+        except OSError:  # the peer reset before we began (it asks the peer for a byte)
+            sock.close()
+            sink.reject(peer, TLS_FAILED)
+            return
+    if sink.echo:
+        # sendall() below can switch to the hub mid-write, and another greenlet's read into
+        # the shared buffer would overwrite what is still to go: a buffer of its own.
+        buffer = memoryview(bytearray(len(buffer)))
 
     def abort() -> None:
-        # Wakes our recv_into(), waiting in the hub, from another greenlet: it returns 0.
-        sock.shutdown(socket.SHUT_RDWR)
+        # Wakes our recv_into() (it returns 0) or sendall() (EPIPE), waiting in the hub,
+        # from another greenlet. The socket's own shutdown: gevent's SSLSocket.shutdown()
+        # would also drop the TLS layer. A peer that reset leaves nothing to shut down.
+        with contextlib.suppress(OSError):
+            gsocket.socket.shutdown(sock, socket.SHUT_RDWR)
 
-    connection = sink.open(format_peer(address), time.monotonic(), abort)
+    connection = sink.open(peer, time.monotonic(), abort)
     if connection is None:  # --max-connections are open: reset, and reported
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
         sock.close()
@@ -58,21 +95,52 @@ def handle_connection(sink: Sink, buffer: memoryview, sock: socket.socket, addre
     outcome = EOF
     burst = Burst()
     try:
+        if context is not None:
+            _handshake(sock)
+            connection.secured(*version_and_cipher(sock))
         # Blocks this greenlet only: recv_into() waits in the hub until the socket is readable.
         while count := sock.recv_into(buffer):
             connection.feed(buffer[:count], time.monotonic())
+            if sink.echo:
+                # Parks this greenlet while the peer does not read its answers, and we read
+                # no more of it meanwhile: the flow control. The hub serves the others.
+                sock.sendall(buffer[:count])
+                connection.echoed(count)
             if burst.add(count):
                 # A socket that always has data never waits, so never switches: eager reads
                 # starve the hub (gevent issue 892). Yield once per burst, until the loop
                 # has run its timers (idle(): sleep(0) runs only other greenlets).
                 gevent.idle()
+        if context is not None:
+            # recv_into() returned 0 at the client's close_notify (a FIN without one raised
+            # SSLEOFError); ours answers it: the client's receipt. A client that closed
+            # without waiting for it has all it needs from us.
+            with contextlib.suppress(OSError):
+                sock.unwrap()
+    except ssl.SSLEOFError:
+        # No close_notify: cut short, after the handshake; before it, the handshake failed.
+        # (CPython 3.11 also reports a reset under TLS this way.)
+        outcome = TRUNCATED if connection.tls_version else ERROR
     except ConnectionResetError:
         outcome = RESET
-    except OSError:
+    except OSError:  # a TLS handshake that failed (a plaintext peer) among them
         outcome = ERROR
     finally:
         sink.close(connection, outcome, time.monotonic())
         sock.close()
+
+
+def _handshake(sock: Any) -> None:
+    """The TLS handshake, in this connection's greenlet. If it fails, end our side first: a
+    plaintext peer's request is still unread (OpenSSL stopped at its first 5 bytes, not a
+    record header), and closing a socket with unread bytes sends a reset, which the peer
+    would read instead of our end."""
+    try:
+        sock.do_handshake()
+    except OSError:
+        with contextlib.suppress(OSError):
+            gsocket.socket.shutdown(sock, socket.SHUT_WR)
+        raise
 
 
 class SinkServer(StreamServer):  # type: ignore[misc]  # gevent carries no annotations here
@@ -104,8 +172,13 @@ class SinkServer(StreamServer):  # type: ignore[misc]  # gevent carries no annot
 def start_listening(sink: Sink, options: ServeOptions) -> SinkServer:
     """Listen on ``options.host:port`` with a greenlet per connection."""
     buffer = memoryview(bytearray(READ_SIZE))
+    # Not StreamServer's ssl_context=: it shakes hands before handle() runs
+    # (gevent/server.py, wrap_socket_and_handle), before the sink can count the peer.
+    context = server_context(options.tls) if options.tls is not None else None
     server = SinkServer(
-        sink, (options.host, options.port), lambda s, a: handle_connection(sink, buffer, s, a)
+        sink,
+        (options.host, options.port),
+        lambda s, a: handle_connection(sink, buffer, s, a, context),
     )
     server.start()
     return server

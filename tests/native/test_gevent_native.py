@@ -4,19 +4,24 @@ one hub, gevent's own sockets on 127.0.0.1 port 0, ``gevent.Timeout`` around eve
 from __future__ import annotations
 
 import itertools
+import random
+import socket
+import ssl
 
 import pytest
 
 gevent = pytest.importorskip("gevent", reason="needs the gevent extra")
 
 from gevent import socket as gsocket  # noqa: E402
+from gevent import ssl as gssl  # noqa: E402
 
 from nbio.common.accounting import SendAccount  # noqa: E402
 from nbio.common.events import Event, Received  # noqa: E402
 from nbio.common.loopdelay import LoopDelay  # noqa: E402
-from nbio.common.options import SendOptions, ServeOptions  # noqa: E402
+from nbio.common.options import ClientTls, SendOptions, ServeOptions, ServerTls  # noqa: E402
 from nbio.common.payload import Payload  # noqa: E402
 from nbio.common.sink import Sink  # noqa: E402
+from nbio.edge.tls import client_context, server_context, throwaway  # noqa: E402
 from nbio.gevent_impl import client, server, ticker  # noqa: E402
 
 TIMEOUT = 30
@@ -34,7 +39,7 @@ def test_greenlets_of_one_hub_deliver_every_byte() -> None:
         accounts = [SendAccount("sha256") for _ in range(3)]
         with gevent.Timeout(TIMEOUT):
             gevent.joinall(
-                [gevent.spawn(client.send_one, options, a, lambda n: None) for a in accounts],
+                [gevent.spawn(client.send_one, options, a, lambda n: None, None) for a in accounts],
                 raise_error=True,
             )
             while len(events) < 3:
@@ -56,7 +61,7 @@ def test_sendall_blocks_the_greenlet_on_a_peer_that_does_not_read() -> None:
     listener.listen()
     account = SendAccount()
     options = SendOptions(Payload(64 * 1024 * 1024), port=listener.getsockname()[1])
-    sender = gevent.spawn(client.send_one, options, account, lambda n: None)
+    sender = gevent.spawn(client.send_one, options, account, lambda n: None, None)
     with gevent.Timeout(TIMEOUT):
         peer, _ = listener.accept()
         last = -1
@@ -86,3 +91,138 @@ def test_the_ticker_measures_against_the_hubs_own_clock() -> None:
     gaps = [b - a for a, b in itertools.pairwise(recorded)]
     assert len(recorded) >= 5
     assert all(0.009 < gap < 0.05 for gap in gaps), gaps
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> ServerTls:
+    """A throwaway CA and a localhost certificate it signed."""
+    pytest.importorskip("trustme", reason="needs the tls extra")
+    return throwaway(str(tmp_path_factory.mktemp("tls")))
+
+
+def test_echo_answers_stay_apart_while_a_sendall_waits() -> None:
+    """One connection sends 16 MiB and reads nothing back, until the server, its answers
+    unread, parks in sendall() and stops reading it; then another echoes 4 MiB, and only
+    then the first reads. Each gets back exactly what it sent. (With the one read buffer
+    the sink mode shares, the parked write would send what the second connection read.)"""
+    events: list[Event] = []
+    sink = Sink("none", LoopDelay(), events.append, echo=True)
+    listener = server.start_listening(sink, ServeOptions(impl="test", port=0, mode="echo"))
+    port = listener.server_port
+    chunk = 256 * 1024
+    stuck_data, other_data = (
+        random.Random(n).randbytes(k * 4 * chunk) for n, k in ((1, 16), (2, 4))
+    )
+
+    def write(sock: gsocket.socket, data: bytes, written: list[int]) -> None:
+        for start in range(0, len(data), chunk):
+            sock.sendall(data[start : start + chunk])
+            written[0] += chunk
+
+    def read(sock: gsocket.socket, size: int) -> bytes:
+        back = bytearray()
+        while len(back) < size:
+            back += sock.recv(chunk)
+        return bytes(back)
+
+    try:
+        with gevent.Timeout(TIMEOUT):
+            stuck = gsocket.create_connection(("127.0.0.1", port))
+            written = [0]
+            writer = gevent.spawn(write, stuck, stuck_data, written)
+            last = -1
+            while written[0] != last:  # until the server reads no more of it
+                last = written[0]
+                gevent.sleep(0.05)
+            assert written[0] < len(stuck_data)
+            other = gsocket.create_connection(("127.0.0.1", port))
+            other_writer = gevent.spawn(write, other, other_data, [0])
+            other_back = read(other, len(other_data))
+            stuck_back = read(stuck, len(stuck_data))
+            gevent.joinall([writer, other_writer], raise_error=True)
+    finally:
+        listener.close()
+    assert other_back == other_data
+    assert stuck_back == stuck_data
+
+
+def test_greenlets_of_one_hub_deliver_every_byte_over_tls(tls: ServerTls) -> None:
+    """The StreamServer sink over gevent's SSLSocket and a client greenlet: every byte, the
+    handshake's version on both sides, and ``eof`` at the client's close_notify, which the
+    sink answers with its own before the client returns."""
+    events: list[Event] = []
+    sink = Sink("sha256", LoopDelay(), events.append)
+    listener = server.start_listening(sink, ServeOptions(impl="test", port=0, tls=tls))
+    try:
+        payload = Payload(1024 * 1024 + 1, pattern="random")
+        trust = ClientTls(cafile=tls.cafile)
+        options = SendOptions(payload, port=listener.server_port, digest="sha256", tls=trust)
+        account = SendAccount("sha256")
+        with gevent.Timeout(TIMEOUT):
+            client.send_one(options, account, lambda n: None, client_context(trust))
+            (received,) = [e for e in events if isinstance(e, Received)]  # before it returned
+    finally:
+        listener.close()
+    assert account.tls is not None and account.tls[0] == "TLSv1.3"
+    assert (received.bytes, received.sha256, received.outcome) == (
+        payload.size,
+        payload.sha256(),
+        "eof",
+    )
+    assert received.tls_version == "TLSv1.3"
+
+
+def _tls_sink_that_ends_with_a_fin(tls: ServerTls) -> tuple[gsocket.socket, gevent.Greenlet]:
+    """A gevent TLS peer that reads until the client's close_notify, then closes with a
+    FIN and no close_notify of its own."""
+    listener = gsocket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        conn = gssl.SSLSocket(raw, server_side=True, _context=server_context(tls))
+        while conn.recv(65536):
+            pass
+        gsocket.socket.shutdown(conn, socket.SHUT_RDWR)
+        conn.close()
+
+    return listener, gevent.spawn(serve)
+
+
+def _client_socket(tls: ServerTls, port: int) -> gssl.SSLSocket:
+    raw = gsocket.create_connection(("127.0.0.1", port))
+    context = client_context(ClientTls(cafile=tls.cafile))
+    return gssl.SSLSocket(raw, server_hostname="localhost", _context=context)
+
+
+def test_unwrap_takes_a_fin_for_the_peers_close_notify(tls: ServerTls) -> None:
+    """gevent's SSLSocket.unwrap() returns when the peer closes with a FIN and no
+    close_notify, as when it answers with one (gevent/ssl.py: ``except SSLEOFError:
+    break``). So it cannot be a TLS client's receipt: the client waits on the SSL object
+    under it instead, and test_a_fin_is_no_receipt checks that."""
+    listener, peer = _tls_sink_that_ends_with_a_fin(tls)
+    try:
+        with gevent.Timeout(TIMEOUT):
+            sock = _client_socket(tls, listener.getsockname()[1])
+            sock.sendall(b"x" * 1000)
+            sock.unwrap()  # no error: the FIN passed for a close_notify
+            peer.join()
+    finally:
+        listener.close()
+    assert peer.successful()
+
+
+def test_a_fin_is_no_receipt(tls: ServerTls) -> None:
+    """The client's close: our close_notify, then the sink's; a FIN without it raises
+    SSLEOFError, which the transfer reports, where gevent's unwrap() would have returned."""
+    listener, peer = _tls_sink_that_ends_with_a_fin(tls)
+    try:
+        with gevent.Timeout(TIMEOUT):
+            sock = _client_socket(tls, listener.getsockname()[1])
+            sock.sendall(b"x" * 1000)
+            with pytest.raises(ssl.SSLEOFError):
+                client._close_notify(sock)
+            peer.join()
+    finally:
+        listener.close()
