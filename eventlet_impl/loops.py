@@ -18,6 +18,7 @@ import eventlet.hubs
 import eventlet.queue
 from eventlet.event import Event
 from eventlet.green import socket as gsocket
+from eventlet.green.ssl import GreenSSLSocket
 from eventlet.greenthread import GreenThread
 
 from ..common.sink import Sink
@@ -138,11 +139,18 @@ def recv_into(sock: Any, buffer: memoryview) -> int:
     A green socket's ``recv_into`` returns 0, as at EOF, when the kernel says ECONNRESET
     (``SOCKET_CLOSED`` in eventlet/greenio/base.py), so a peer that reset would read as one
     that finished. This does what it does, reading the socket under it (``sock.fd``, non-
-    blocking) and waiting in the hub with ``eventlet.hubs.trampoline``, but lets the reset
-    through."""
+    blocking) and waiting in the hub with ``eventlet.hubs.trampoline`` at most the green
+    socket's timeout, but lets the reset through. A ``GreenSSLSocket`` reads with its own:
+    the standard library's SSL read under it raises on a reset (eventlet/green/ssl.py,
+    ``_call_trampolining`` only waits on SSL_ERROR_WANT_READ and _WRITE)."""
+    if isinstance(sock, GreenSSLSocket):
+        read: int = sock.recv_into(buffer)
+        return read
     while True:
         try:
             count: int = sock.fd.recv_into(buffer)
             return count
         except BlockingIOError:
-            eventlet.hubs.trampoline(sock.fd, read=True)
+            eventlet.hubs.trampoline(
+                sock.fd, read=True, timeout=sock.gettimeout(), timeout_exc=TimeoutError("timed out")
+            )
