@@ -88,20 +88,21 @@ def _stalls(seconds: float) -> Iterator[None]:
         raise StallTimeout(seconds) from None
 
 
-def _send(sock: socket.socket, data: bytes, account: SendAccount, progress: Progress) -> None:
-    """``sendall(data)``, counted once the kernel has taken all of it."""
+def _send(sock: socket.socket, chunk: bytes, account: SendAccount, progress: Progress) -> None:
+    """``sendall(chunk)`` (a chunk of the payload, or a request), counted once the kernel
+    has taken all of it."""
     try:
         # Blocks until the kernel has taken all of it, at most the socket's timeout: since
         # Python 3.5 it bounds the whole call, progress or not.
-        sock.sendall(data)
+        sock.sendall(chunk)
     except BaseException:
         # A sendall that fails does not say how much of it went out: the kernel does. Not
         # under TLS, whose count is of records, not of our bytes: whole chunks only there.
         took = None if isinstance(sock, ssl.SSLSocket) else kernel_took(sock)
-        account.unfinished(len(data), took)
+        account.unfinished(len(chunk), took)
         raise
-    account.feed(data, time.monotonic())
-    progress(len(data))
+    account.feed(chunk, time.monotonic())
+    progress(len(chunk))
 
 
 def _ask(

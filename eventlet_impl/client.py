@@ -108,20 +108,21 @@ def _stalls(seconds: float) -> Iterator[None]:
         raise StallTimeout(seconds) from None
 
 
-def _send(sock: Any, data: bytes, account: SendAccount, progress: Progress) -> None:
-    """``sendall(data)``, counted once the kernel has taken all of it."""
+def _send(sock: Any, chunk: bytes, account: SendAccount, progress: Progress) -> None:
+    """``sendall(chunk)`` (a chunk of the payload, or a request), counted once the kernel
+    has taken all of it."""
     try:
         # Parks this green thread, not the process, until the kernel has taken all of it;
         # each wait at most the socket's timeout.
-        sock.sendall(data)
+        sock.sendall(chunk)
     except BaseException:  # GreenletExit too: killed on a signal or a sibling's failure
         # A sendall that fails does not say how much of it went out: the kernel does. Not
         # under TLS, whose count is of records, not of our bytes: whole chunks only there.
         took = None if isinstance(sock, gssl.GreenSSLSocket) else kernel_took(sock)
-        account.unfinished(len(data), took)
+        account.unfinished(len(chunk), took)
         raise
-    account.feed(data, time.monotonic())
-    progress(len(data))
+    account.feed(chunk, time.monotonic())
+    progress(len(chunk))
 
 
 def _ask(sock: Any, options: SendOptions, account: SendAccount, progress: Progress) -> Requests:
@@ -184,6 +185,7 @@ def _write_on_schedule(
 
 
 def _notify(event: Event) -> None:
+    """Wake the reader: an Eventlet Event is sent once until reset, where gevent's is set."""
     if not event.ready():
         event.send()
 

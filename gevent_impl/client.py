@@ -103,21 +103,22 @@ def _stalls(seconds: float) -> Iterator[None]:
         raise StallTimeout(seconds) from None
 
 
-def _send(sock: Any, data: bytes, account: SendAccount, progress: Progress) -> None:
-    """``sendall(data)``, counted once the kernel has taken all of it."""
+def _send(sock: Any, chunk: bytes, account: SendAccount, progress: Progress) -> None:
+    """``sendall(chunk)`` (a chunk of the payload, or a request), counted once the kernel
+    has taken all of it."""
     try:
         # Blocks this greenlet, not the process, until the kernel has taken all of it, at
         # most the socket's timeout, which bounds the whole call (gevent/_socketcommon.py,
         # _sendall), as the standard library's does.
-        sock.sendall(data)
+        sock.sendall(chunk)
     except BaseException:  # GreenletExit too: killed on a signal or a sibling's failure
         # A sendall that fails does not say how much of it went out: the kernel does. Not
         # under TLS, whose count is of records, not of our bytes: whole chunks only there.
         took = None if isinstance(sock, gevent.ssl.SSLSocket) else kernel_took(sock)
-        account.unfinished(len(data), took)
+        account.unfinished(len(chunk), took)
         raise
-    account.feed(data, time.monotonic())
-    progress(len(data))
+    account.feed(chunk, time.monotonic())
+    progress(len(chunk))
 
 
 def _ask(sock: Any, options: SendOptions, account: SendAccount, progress: Progress) -> Requests:
@@ -247,7 +248,6 @@ def send_all(options: SendOptions, progress: Progress) -> SendResult:
     accounts = [SendAccount(options.digest) for _ in range(options.connections)]
 
     pending = iter(accounts)  # each greenlet takes the next transfer when done with one
-
     context = client_context(options.tls) if options.tls is not None else None
     asked: list[Requests] = []  # echo: each connection's requests
 
