@@ -244,6 +244,23 @@ def _tls_pair(tls: ServerTls) -> tuple[gssl.GreenSSLSocket, gssl.GreenSSLSocket]
     return ours, theirs
 
 
+def test_a_fin_without_close_notify_is_no_end_of_stream(tls: ServerTls) -> None:
+    """With suppress_ragged_eofs=False, a GreenSSLSocket reads a FIN that comes without
+    close_notify as SSLEOFError (the stdlib's read under it raises, and Eventlet only waits
+    on SSL_ERROR_WANT_READ and _WRITE), and close_notify as the end (0): the sink tells
+    ``truncated`` from ``eof`` by it."""
+    with eventlet.Timeout(TIMEOUT):
+        ours, theirs = _tls_pair(tls)
+        ours.sendall(b"x" * 1000)
+        socket.socket.shutdown(ours, socket.SHUT_WR)  # a FIN under TLS
+        buffer = memoryview(bytearray(64 * 1024))
+        assert loops.recv_into(theirs, buffer) == 1000
+        with pytest.raises(ssl.SSLEOFError):
+            loops.recv_into(theirs, buffer)
+        ours.close()
+        theirs.close()
+
+
 def test_unwrap_waits_for_the_peers_close_notify_and_a_fin_is_no_receipt(tls: ServerTls) -> None:
     """GreenSSLSocket.unwrap() sends close_notify, then waits in the hub for the peer's:
     it returns once the peer answers with its own, and raises SSLEOFError when the peer

@@ -172,57 +172,93 @@ def test_greenlets_of_one_hub_deliver_every_byte_over_tls(tls: ServerTls) -> Non
     assert received.tls_version == "TLSv1.3"
 
 
-def _tls_sink_that_ends_with_a_fin(tls: ServerTls) -> tuple[gsocket.socket, gevent.Greenlet]:
-    """A gevent TLS peer that reads until the client's close_notify, then closes with a
-    FIN and no close_notify of its own."""
+def _tls_pair(tls: ServerTls) -> tuple[gssl.SSLSocket, gssl.SSLSocket]:
+    """A connected client and server, each gevent's SSLSocket, their handshake done."""
     listener = gsocket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
+    raw = gsocket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    listener.close()
+    trust = client_context(ClientTls(cafile=tls.cafile))
+    ours = gssl.SSLSocket(
+        raw,
+        server_hostname="localhost",
+        do_handshake_on_connect=False,
+        suppress_ragged_eofs=False,
+        _context=trust,
+    )
+    theirs = gssl.SSLSocket(
+        accepted,
+        server_side=True,
+        do_handshake_on_connect=False,
+        suppress_ragged_eofs=False,
+        _context=server_context(tls),
+    )
+    gevent.joinall([gevent.spawn(s.do_handshake) for s in (ours, theirs)], raise_error=True)
+    return ours, theirs
 
-    def serve() -> None:
-        raw, _ = listener.accept()
-        conn = gssl.SSLSocket(raw, server_side=True, _context=server_context(tls))
-        while conn.recv(65536):
-            pass
-        gsocket.socket.shutdown(conn, socket.SHUT_RDWR)
-        conn.close()
 
-    return listener, gevent.spawn(serve)
-
-
-def _client_socket(tls: ServerTls, port: int) -> gssl.SSLSocket:
-    raw = gsocket.create_connection(("127.0.0.1", port))
-    context = client_context(ClientTls(cafile=tls.cafile))
-    return gssl.SSLSocket(raw, server_hostname="localhost", _context=context)
+def test_a_fin_without_close_notify_is_no_end_of_stream(tls: ServerTls) -> None:
+    """With suppress_ragged_eofs=False, gevent's SSLSocket reads a FIN that comes without
+    close_notify as SSLEOFError (gevent/ssl.py, read), and close_notify as the end (0): the
+    sink tells ``truncated`` from ``eof`` by it."""
+    with gevent.Timeout(TIMEOUT):
+        ours, theirs = _tls_pair(tls)
+        ours.sendall(b"x" * 1000)
+        gsocket.socket.shutdown(ours, socket.SHUT_WR)  # a FIN under TLS
+        buffer = memoryview(bytearray(64 * 1024))
+        assert theirs.recv_into(buffer) == 1000
+        with pytest.raises(ssl.SSLEOFError):
+            theirs.recv_into(buffer)
+        ours.close()
+        theirs.close()
 
 
 def test_unwrap_takes_a_fin_for_the_peers_close_notify(tls: ServerTls) -> None:
     """gevent's SSLSocket.unwrap() returns when the peer closes with a FIN and no
     close_notify, as when it answers with one (gevent/ssl.py: ``except SSLEOFError:
     break``). So it cannot be a TLS client's receipt: the client waits on the SSL object
-    under it instead, and test_a_fin_is_no_receipt checks that."""
-    listener, peer = _tls_sink_that_ends_with_a_fin(tls)
-    try:
-        with gevent.Timeout(TIMEOUT):
-            sock = _client_socket(tls, listener.getsockname()[1])
-            sock.sendall(b"x" * 1000)
-            sock.unwrap()  # no error: the FIN passed for a close_notify
-            peer.join()
-    finally:
-        listener.close()
-    assert peer.successful()
+    under it instead (the next test)."""
+    with gevent.Timeout(TIMEOUT):
+        ours, theirs = _tls_pair(tls)
+        closing = gevent.spawn(ours.unwrap)
+        assert theirs.recv(1024) == b""  # our close_notify: the end of the stream
+        gsocket.socket.shutdown(theirs, socket.SHUT_RDWR)  # a FIN, no close_notify
+        closing.join()
+        assert closing.successful()  # no error: the FIN passed for a close_notify
+        ours.close()
+        theirs.close()
 
 
-def test_a_fin_is_no_receipt(tls: ServerTls) -> None:
-    """The client's close: our close_notify, then the sink's; a FIN without it raises
-    SSLEOFError, which the transfer reports, where gevent's unwrap() would have returned."""
-    listener, peer = _tls_sink_that_ends_with_a_fin(tls)
-    try:
-        with gevent.Timeout(TIMEOUT):
-            sock = _client_socket(tls, listener.getsockname()[1])
-            sock.sendall(b"x" * 1000)
-            with pytest.raises(ssl.SSLEOFError):
-                client._close_notify(sock)
-            peer.join()
-    finally:
-        listener.close()
+def test_the_clients_close_waits_for_the_close_notify_and_a_fin_is_no_receipt(
+    tls: ServerTls,
+) -> None:
+    """The client's close sends our close_notify and waits in the hub until the sink
+    answers with its own; a FIN without one raises SSLEOFError, which the transfer
+    reports, where gevent's unwrap() would have returned."""
+    with gevent.Timeout(TIMEOUT):
+        ours, theirs = _tls_pair(tls)
+        closing = gevent.spawn(client._close_notify, ours)
+        assert theirs.recv(1024) == b""
+        gevent.sleep(0.1)
+        assert not closing.ready()  # still waiting for the sink's close_notify
+        theirs.unwrap()
+        closing.join()
+        assert closing.successful()
+        ours.close()
+        theirs.close()
+
+        ours, theirs = _tls_pair(tls)
+
+        def end_with_a_fin() -> None:
+            assert theirs.recv(1024) == b""
+            gsocket.socket.shutdown(theirs, socket.SHUT_RDWR)  # no close_notify
+
+        peer = gevent.spawn(end_with_a_fin)
+        with pytest.raises(ssl.SSLEOFError):
+            client._close_notify(ours)
+        peer.join()
+        assert peer.successful()
+        ours.close()
+        theirs.close()
