@@ -43,8 +43,9 @@ __all__ = [
     "start_listening",
 ]
 
-#: Bytes per recv_into(). One buffer serves every connection: a greenlet switches away only
-#: inside a call that would block, so it counts what it read before another reads again.
+#: Bytes per recv_into(). One buffer serves every sink connection: a greenlet switches away
+#: only inside a call that would block, so it counts what it read before another reads
+#: again. An echo connection has its own: it writes what it read, and a write can wait.
 READ_SIZE = 256 * 1024
 #: Connections the kernel queues before accept().
 BACKLOG = 1024
