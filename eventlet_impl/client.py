@@ -68,7 +68,7 @@ def send_one(
     sock.settimeout(options.stall_timeout)
     if context is not None:
         # Eventlet's GreenSSLSocket, as GreenSSLContext.wrap_socket makes it (eventlet/green/
-        # ssl.py 436): the stdlib context's own wrap_socket would make the stdlib's, whose
+        # ssl.py): the stdlib context's own wrap_socket would make the stdlib's, whose
         # calls block the whole hub. It keeps the green socket's timeout.
         sock = gssl.GreenSSLSocket(
             sock,

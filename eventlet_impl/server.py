@@ -62,7 +62,7 @@ def handle_connection(
     peer = format_peer(address)
     if context is not None:
         # Eventlet's GreenSSLSocket, as GreenSSLContext.wrap_socket makes it (eventlet/green/
-        # ssl.py 436): the stdlib context's own wrap_socket would make the stdlib's, whose
+        # ssl.py): the stdlib context's own wrap_socket would make the stdlib's, whose
         # calls block the whole hub. No handshake yet: it waits until the sink counts the
         # connection, so that a peer that never sends its ClientHello holds a place.
         try:

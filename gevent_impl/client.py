@@ -60,8 +60,8 @@ def send_one(
         # sendall() costs (2.2 to 4.8 µs, measured), where the socket's timeout adds 0.2.
         sock = gsocket.create_connection((options.host, options.port), options.stall_timeout)
         if context is not None:
-            # gevent's SSLSocket, as gevent.ssl.SSLContext.wrap_socket makes it (gevent/ssl.py
-            # 122): the stdlib context's own wrap_socket would make the stdlib's, whose
+            # gevent's SSLSocket, as gevent.ssl.SSLContext.wrap_socket makes it (gevent/
+            # ssl.py): the stdlib context's own wrap_socket would make the stdlib's, whose
             # calls block the whole hub.
             sock = gevent.ssl.SSLSocket(
                 sock,
@@ -221,10 +221,11 @@ def _close(sock: Any, options: SendOptions, requests: Requests | None) -> None:
 def _close_notify(sock: Any) -> None:
     """Send our close_notify and wait for the sink's, which it sends only once it has read
     everything up to ours: the receipt."""
-    # Not sock.unwrap(): gevent's ends on a FIN as on the sink's close_notify (gevent/ssl.py
-    # 706, `except SSLEOFError: break`), so a sink cut short would pass for one that read
-    # everything. This is its loop without that: the shutdown() of the SSL object under it
-    # (the stdlib's unwrap() calls the same) raises SSLEOFError on a FIN.
+    # Not sock.unwrap(): gevent's ends on a FIN as on the sink's close_notify (gevent 26.9,
+    # gevent/ssl.py, SSLSocket.unwrap: `except SSLEOFError: break`), so a sink cut short
+    # would pass for one that read everything. This is its loop without that: the
+    # shutdown() of the SSL object under it (what the stdlib's unwrap() calls) raises
+    # SSLEOFError on a FIN.
     while True:
         try:
             sock._sslobj.shutdown()  # the one private name of the package: see above

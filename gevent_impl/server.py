@@ -60,9 +60,9 @@ def handle_connection(
     (in its own greenlet)."""
     peer = format_peer(address)
     if context is not None:
-        # gevent's SSLSocket, as gevent.ssl.SSLContext.wrap_socket makes it (gevent/ssl.py
-        # 122): the stdlib context's own wrap_socket would make the stdlib's, whose calls
-        # block the whole hub. No handshake yet: it waits until the sink counts the
+        # gevent's SSLSocket, as gevent.ssl.SSLContext.wrap_socket makes it (gevent/ssl.py):
+        # the stdlib context's own wrap_socket would make the stdlib's, whose calls block
+        # the whole hub. No handshake yet: it waits until the sink counts the
         # connection, so that a peer that never sends its ClientHello holds a place.
         try:
             sock = gevent.ssl.SSLSocket(
