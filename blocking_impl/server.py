@@ -21,6 +21,7 @@ from ..common.interface import Emit
 from ..common.loopdelay import LoopDelay
 from ..common.options import ServeOptions
 from ..common.results import error_text
+from ..common.sink import Connection
 from ..edge import standalone
 from ..edge.kernel import RESET_LINGER
 from ..edge.tls import server_context, version_and_cipher
@@ -46,34 +47,22 @@ BACKLOG = 1024
 
 
 def handle_connection(
-    sink: SharedSink, sock: socket.socket, peer: str, context: ssl.SSLContext | None
+    sink: SharedSink,
+    sock: socket.socket,
+    peer: str,
+    context: ssl.SSLContext | None,
+    counted: threading.Event,
 ) -> None:
     """Count one connection's bytes until EOF (echo: write each back first), then report it
-    (in this connection's thread)."""
-    buffer = memoryview(bytearray(READ_SIZE))
-    if context is not None:
-        # No handshake yet: it waits until the sink counts the connection, so that a peer
-        # that never sends its ClientHello holds a place and times out like any other.
-        try:
-            sock = context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
-            )
-        except OSError:  # the peer reset before we began (wrap_socket asks it for a byte)
-            sock.close()
-            sink.reject(peer, TLS_FAILED)
-            return
-
-    def abort() -> None:
-        # Wakes our blocked recv_into() (it returns 0) or sendall() (EPIPE) from another
-        # thread. The socket's own shutdown: SSLSocket.shutdown() would also drop the TLS
-        # layer under the thread using it. A peer that reset leaves nothing to shut down.
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-    connection = sink.open(peer, time.monotonic(), abort)
-    if connection is None:  # --max-connections are open: reset, and reported
-        _reset(sock)
+    (in this connection's thread); set ``counted`` once the sink counted or refused it."""
+    try:
+        admitted = _admit(sink, sock, peer, context)
+    finally:
+        counted.set()  # the acceptor takes the next connection only now
+    if admitted is None:
         return
+    connection, sock = admitted
+    buffer = memoryview(bytearray(READ_SIZE))
     outcome = EOF
     try:
         if isinstance(sock, ssl.SSLSocket):
@@ -103,6 +92,36 @@ def handle_connection(
     finally:
         sink.close(connection, outcome, time.monotonic())
         sock.close()
+
+
+def _admit(
+    sink: SharedSink, sock: socket.socket, peer: str, context: ssl.SSLContext | None
+) -> tuple[Connection, socket.socket] | None:
+    """Open the connection in the sink (over TLS with ``context``), or refuse it: None."""
+    if context is not None:
+        # No handshake yet: it waits until the sink counts the connection, so that a peer
+        # that never sends its ClientHello holds a place and times out like any other.
+        try:
+            sock = context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
+            )
+        except OSError:  # the peer reset before we began (wrap_socket asks it for a byte)
+            sock.close()
+            sink.reject(peer, TLS_FAILED)
+            return None
+
+    def abort() -> None:
+        # Wakes our blocked recv_into() (it returns 0) or sendall() (EPIPE) from another
+        # thread. The socket's own shutdown: SSLSocket.shutdown() would also drop the TLS
+        # layer under the thread using it. A peer that reset leaves nothing to shut down.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    connection = sink.open(peer, time.monotonic(), abort)
+    if connection is None:  # --max-connections are open: reset, and reported
+        _reset(sock)
+        return None
+    return connection, sock
 
 
 def _handshake(sock: ssl.SSLSocket) -> None:
@@ -152,8 +171,9 @@ class Acceptor(threading.Thread):
                 self._stopping.wait(self._sink.accept_failed(error_text(exc), time.monotonic()))
                 continue
             peer = format_peer(address)
+            counted = threading.Event()
             thread = threading.Thread(
-                target=handle_connection, args=(self._sink, sock, peer, self._context)
+                target=handle_connection, args=(self._sink, sock, peer, self._context, counted)
             )
             thread.daemon = True
             try:
@@ -163,6 +183,11 @@ class Acceptor(threading.Thread):
                 reason = f"no thread for it ({exc})"
                 self._sink.reject(peer, reason)
                 self._stopping.wait(self._sink.accept_failed(reason, time.monotonic()))
+            else:
+                # Only here: the connections' threads would race to the sink, and the one
+                # counted beyond --max-connections would not be the last to come. A loop's
+                # one thread counts them as it accepts them; so do we, a thread at a time.
+                counted.wait()
 
     def stop(self) -> None:
         """Stop accepting: connections already accepted carry on."""
