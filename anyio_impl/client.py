@@ -61,7 +61,7 @@ async def send_one(
         if options.echo is None:
             await _send_payload(options, stream, raw_socket, account, progress)
         else:
-            messages = options.payload.chunks(options.echo.message_size)
+            messages = options.payload.messages(options.echo.message_size)
             requests = Requests(options.echo, messages, start=time.monotonic())
             await _exchange(options, stream, raw_socket, account, progress, requests)
         await _close(options, stream, requests)

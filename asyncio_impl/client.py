@@ -115,7 +115,7 @@ async def _ask(
     """Echo: send every request and read its answer back, checked and timed."""
     assert options.echo is not None
     echo, stall = options.echo, options.stall_timeout
-    chunks = options.payload.chunks(echo.message_size)
+    chunks = options.payload.messages(echo.message_size)
     requests = Requests(echo, chunks, start=time.monotonic())
 
     def ask(due: float) -> bool:
@@ -168,6 +168,10 @@ async def _ask(
     finally:
         for task in tasks:
             task.cancel()
+        # Ended before the reader is read again (_close): a cancelled read() still waiting
+        # makes the StreamReader refuse the next ("already waiting for incoming data"),
+        # which a --duration that ends between two requests did.
+        await asyncio.wait(tasks)
     return requests
 
 

@@ -66,7 +66,7 @@ class PayloadProtocol(asyncio.Protocol):
         if echo is None:
             self._write_more()  # nothing else will start us: the transport only pauses and resumes
             return
-        chunks = self._options.payload.chunks(echo.message_size)
+        chunks = self._options.payload.messages(echo.message_size)
         self.requests = Requests(echo, chunks, start=time.monotonic())
         self._ask()
 

@@ -112,7 +112,7 @@ def _ask(
     other (closed loop), or each when due whatever the answers do (open loop)."""
     assert options.echo is not None
     echo = options.echo
-    requests = Requests(echo, options.payload.chunks(echo.message_size), time.monotonic())
+    requests = Requests(echo, options.payload.messages(echo.message_size), time.monotonic())
     buffer = memoryview(bytearray(READ_SIZE))
     if echo.rate is None:
         while (message := requests.next(time.monotonic())) is not None:

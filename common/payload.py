@@ -14,7 +14,7 @@ import random
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -105,7 +105,23 @@ class Payload:
             chunks = _cycle(self.period(), self.size, chunk_size)
         if self.duration is None:
             return chunks
-        return _until(chunks, self.duration, chunk_size, clock)
+        # The clock is read once per MiB, or per 256 chunks for small ones: next to a
+        # write, a read of the clock costs nothing.
+        every = max(1, min(256, (1 << 20) // chunk_size))
+        return _until(chunks, self.duration, every, clock)
+
+    def messages(
+        self, message_size: int, clock: Callable[[], float] = time.monotonic
+    ) -> Iterator[bytes]:
+        """The payload as echo requests of ``message_size`` bytes (the last may be shorter);
+        with a ``duration``, none is begun that many seconds of ``clock`` after the first.
+        Unlike :meth:`chunks`, the clock is read before every message: a request waits a
+        round trip, or its turn in an open loop's schedule, beside which a clock read is
+        nothing, while 256 requests at 100 a second would overrun a 1 s duration by 1.5 s."""
+        if self.duration is None:
+            return self.chunks(message_size)
+        unbounded = replace(self, duration=None)
+        return _until(unbounded.chunks(message_size), self.duration, 1, clock)
 
     def period(self) -> bytes:
         """Return the block that the pattern repeats."""
@@ -144,11 +160,10 @@ class Payload:
 
 
 def _until(
-    chunks: Iterator[bytes], duration: float, chunk_size: int, clock: Callable[[], float]
+    chunks: Iterator[bytes], duration: float, every: int, clock: Callable[[], float]
 ) -> Iterator[bytes]:
-    """``chunks`` until ``duration`` seconds after the first. The clock is read once per MiB,
-    or per 256 chunks for small ones: next to a write, a read of the clock costs nothing."""
-    every = max(1, min(256, (1 << 20) // chunk_size))
+    """``chunks`` until ``duration`` seconds after the first, the clock read before every
+    ``every``-th chunk."""
     deadline: float | None = None
     for count, chunk in enumerate(chunks):
         if count % every == 0:

@@ -326,7 +326,7 @@ def send_echo(
                 secured.append(version_and_cipher(sock))
             start = time.monotonic()
             starts.append((start, process_usage()))
-            requests = Requests(echo, payload.chunks(echo.message_size), start)
+            requests = Requests(echo, payload.messages(echo.message_size), start)
             every.append(requests)
             if echo.rate is None:
                 while (message := requests.next(time.monotonic())) is not None:

@@ -131,7 +131,7 @@ def _ask(sock: Any, options: SendOptions, account: SendAccount, progress: Progre
     thread and a reader green thread side by side (open loop)."""
     assert options.echo is not None
     echo = options.echo
-    requests = Requests(echo, options.payload.chunks(echo.message_size), time.monotonic())
+    requests = Requests(echo, options.payload.messages(echo.message_size), time.monotonic())
     if echo.rate is None:
         buffer = memoryview(bytearray(READ_SIZE))
         while (message := requests.next(time.monotonic())) is not None:

@@ -99,7 +99,7 @@ async def send_one(
             await _stream_payload(options, stream, account, progress)
         else:
             requests = Requests(
-                options.echo, options.payload.chunks(options.echo.message_size), start=loop.time()
+                options.echo, options.payload.messages(options.echo.message_size), start=loop.time()
             )
             await _exchange(stream, requests, account, progress)
         await stream.send_eof()  # a FIN after our bytes (half-close); over TLS close_notify

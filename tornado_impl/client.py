@@ -66,7 +66,7 @@ async def send_one(
         else:
             requests = Requests(
                 options.echo,
-                options.payload.chunks(options.echo.message_size),
+                options.payload.messages(options.echo.message_size),
                 start=time.monotonic(),
             )
             await _exchange(options, stream, requests, account, progress)

@@ -57,7 +57,7 @@ async def send_one(
         if options.echo is None:
             await _send_payload(options, stream, account, progress)
         else:
-            messages = options.payload.chunks(options.echo.message_size)
+            messages = options.payload.messages(options.echo.message_size)
             requests = Requests(options.echo, messages, start=loops.now())
             await _exchange(options, stream, account, progress, requests)
         await _close(options, stream, requests)

@@ -349,7 +349,7 @@ async def send_one(
             options.tls,
         )  # fmt: skip
     else:
-        messages = options.payload.chunks(options.echo.message_size)
+        messages = options.payload.messages(options.echo.message_size)
         protocol = EchoProtocol(
             options.echo, messages, account, progress, reactor, options.close_timeout,
             options.stall_timeout, options.tls,

@@ -78,3 +78,32 @@ def test_bad_payloads_are_refused() -> None:
         Payload(1, pattern="lorem")
     with pytest.raises(PayloadError):
         next(Payload(1).chunks(0))
+
+
+class _Clock:
+    """A clock that moves ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_duration_ends_a_stream_within_a_mib_of_its_deadline() -> None:
+    """With ``duration`` the chunks stop once the clock passes it; the clock is read once
+    per MiB (per 256 chunks for small ones), so the stream ends within that much."""
+    payload = Payload(size=1 << 40, duration=10.0)
+    sent = sum(len(chunk) for chunk in payload.chunks(64 * 1024, clock=_Clock(1.0)))
+    # Read at chunks 0 (the start), 16, 32, ...: 1 s a read, the 11th read is past 10 s.
+    assert sent == 10 * 16 * 64 * 1024
+
+
+def test_a_duration_ends_echo_requests_at_the_first_message_past_it() -> None:
+    """Echo requests read the clock before every message: at 1 s a request (a slow open
+    loop), a 3 s duration sends 3 of them, not the 256 a stream's check would allow."""
+    payload = Payload(size=1 << 30, duration=3.0)
+    assert len(list(payload.messages(1024, clock=_Clock(1.0)))) == 3
+    assert len(list(Payload(size=4096).messages(1024))) == 4  # no duration: all of it
