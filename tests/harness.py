@@ -9,7 +9,6 @@ import json
 import os
 import queue
 import re
-import resource
 import signal
 import socket
 import struct
@@ -61,18 +60,23 @@ class ServerProcess:
         self.target = target
         self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in __exit__
 
-        def limit() -> None:  # in the child, before exec
-            if files is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
-            if memory is not None:
-                resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
+        # util-linux's prlimit sets the limits and execs the server (the same process), not
+        # a preexec_fn: that runs Python between fork and exec in a test process with
+        # threads, which the subprocess docs call unsafe (and Eventlet, imported by its
+        # native tests, warns of).
+        limits = [
+            *([f"--nofile={files}:{files}"] if files is not None else []),
+            *([f"--as={memory}:{memory}"] if memory is not None else []),
+        ]
         self.proc = subprocess.Popen(
-            [*wrapper, *command("serve", target, "--port", str(port), *args)],
+            [
+                *wrapper,
+                *(["prlimit", *limits, "--"] if limits else []),
+                *command("serve", target, "--port", str(port), *args),
+            ],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
-            preexec_fn=limit if files or memory else None,
         )
         self._wrapped = bool(wrapper)
         self.pid = self.proc.pid  # the server's: the wrapper's child, once it listens
