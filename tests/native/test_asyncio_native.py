@@ -8,6 +8,7 @@ pytest-twisted in the interop env without either taking over the other's tests.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import socket
 import ssl
@@ -221,7 +222,12 @@ class TlsFacts(unittest.TestCase):
             sock = self.trusted.wrap_socket(raw, server_hostname="localhost")
             sock.sendall(b"x" * 100_000)
             if ending == "close_notify":
-                sock.unwrap().close()
+                # Whether the server answers with its own is not under test here (3.10's
+                # sslproto never sends it; a test done after the handshake resets): a
+                # bare FIN or a reset in answer is not this peer's failure.
+                with contextlib.suppress(ssl.SSLEOFError, ConnectionResetError):
+                    sock.unwrap()
+                sock.close()
             else:  # SSLSocket.shutdown(): the TCP FIN, no close_notify
                 sock.shutdown(socket.SHUT_WR)
                 while sock.recv(4096):  # until the server closes in turn

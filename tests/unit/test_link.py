@@ -238,8 +238,8 @@ def stop(signum, frame):
     raise KeyboardInterrupt(signum)
 signal.signal(signal.SIGINT, stop)
 signal.signal(signal.SIGTERM, stop)
-print("entering", flush=True)
 try:
+    print("entering", flush=True)  # in the try: a signal can land as print() returns
     with Link(10**9):
         time.sleep(30)
 except KeyboardInterrupt:
