@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .figures import Figures, Spread, reduce
 from .record import BASELINE, Report
-from .report import Table, header, machines_differ, side_by_side, tables
+from .report import Table, agreement, header, machines_differ, side_by_side, tables
 from .transfer import Target
 from .workloads import CONNECTION, REQUEST, WORKLOADS
 
@@ -263,6 +263,16 @@ def section(label: str, report: Report) -> str:
     return "\n".join(parts)
 
 
+def _kind(report: Report) -> tuple[object, ...]:
+    """What a run measured, whatever its size, seed or rounds: runs of one kind (on other
+    machines, say) are set side by side."""
+    s = report.settings
+    return (
+        s.connections, s.concurrency, s.chunk_size, s.digest, s.matrix, s.link_bits,
+        s.message_size, s.rate, s.tls,
+    )  # fmt: skip
+
+
 def page(reports: Sequence[tuple[str, Report]], title: str = "nbio results") -> str:
     """The whole page: the machines, then each workload's reports, and where a workload
     has several, them side by side."""
@@ -290,9 +300,16 @@ def page(reports: Sequence[tuple[str, Report]], title: str = "nbio results") -> 
     for name, found in grouped.items():
         body.append(f'<section id="{_slug(name)}"><h2>{_e(name)}</h2>')
         body += [section(label, report) for label, report in found]
-        same = [(label, r) for label, r in found if r.settings == found[0][1].settings]
-        if len(found) > 1 and len(same) == len(found):
-            body.append(table_html(side_by_side(found), f"{name}, the runs side by side"))
+        kinds: dict[tuple[object, ...], list[tuple[str, Report]]] = {}
+        for label, report in found:
+            kinds.setdefault(_kind(report), []).append((label, report))
+        for alike in kinds.values():
+            if len(alike) > 1:
+                labels = ", ".join(label for label, _ in alike)
+                body.append(table_html(side_by_side(alike), f"{name}: {labels} side by side"))
+                body.append(
+                    table_html(agreement(alike), f"{name}: what ranks the same in {labels}")
+                )
         body.append("</section>")
     return _DOCUMENT.format(title=_e(title), style=_STYLE, body="\n".join(body), script=_SCRIPT)
 

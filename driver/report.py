@@ -7,13 +7,13 @@ tables by :mod:`nbio.terminal`, from the same :class:`Table` objects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .common.loopdelay import MIN_TICKS_FOR_P99
 from .common.sizes import format_size, human_size
 from .compare import AGREE
-from .figures import Figures, reduce
+from .figures import Figures, Spread, reduce
 from .machine import differences
 from .record import BASELINE, Cell, Report
 from .transfer import Target
@@ -22,6 +22,7 @@ from .workloads import WORKLOADS, number, spread
 __all__ = [
     "SYSCALLS_TITLE",
     "Table",
+    "agreement",
     "cells",
     "header",
     "machines_differ",
@@ -229,6 +230,70 @@ def _group(row: Figures | None) -> list[str]:
     return [spread(row.primary, 0), spread(row.ratio), f"{number(client, 2)}/{number(server, 2)}"]
 
 
+def _cpu(row: Figures) -> Spread | None:
+    """Both sides' CPU per unit of work, added: the medians, and the lows and the highs
+    (a range at least as wide as the sum's own)."""
+    client, server = row.client_cpu_s_per_unit, row.server_cpu_s_per_unit
+    if client is None or server is None:
+        return None
+    return Spread(client.median + server.median, client.low + server.low, client.high + server.high)
+
+
+def _ahead(
+    rows: Sequence[dict[Target, Figures]],
+    figure: Callable[[Figures], Spread | None],
+    higher_is_better: bool,
+) -> dict[Target, list[Target]]:
+    """For each target every report has, the others it is ahead of in every report: its
+    worst run better than their best, report by report (spreads that touch rank nothing)."""
+    common = [t for t in rows[0] if all(t in r and r[t].error is None for r in rows)]
+    ahead: dict[Target, list[Target]] = {}
+    for target in common:
+        ahead[target] = []
+        for other in common:
+            if other == target:
+                continue
+            everywhere = True
+            for r in rows:
+                mine, theirs = figure(r[target]), figure(r[other])
+                if mine is None or theirs is None:
+                    everywhere = False
+                elif higher_is_better:
+                    everywhere = everywhere and mine.low > theirs.high
+                else:
+                    everywhere = everywhere and mine.high < theirs.low
+            if everywhere:
+                ahead[target].append(other)
+    return ahead
+
+
+def agreement(reports: Sequence[tuple[str, Report]]) -> Table:
+    """What ranks the same in every report: for each implementation and loop all of them
+    ran, the others it is ahead of in each, on the workload's ratio to blocking (its min–max
+    above theirs in every report; the ratio, since each machine's blocking runs beside it)
+    and on both sides' CPU per unit of work added (less is ahead; a figure a link-limited
+    team pays for). An order missing here flipped, or overlapped, on some machine."""
+    workload = WORKLOADS[reports[0][1].settings.workload]
+    rows = [{row.target: row for row in reduce(stored)} for _, stored in reports]
+    by_ratio = _ahead(rows, lambda row: row.ratio, workload.higher_is_better)
+    by_cpu = _ahead(rows, _cpu, higher_is_better=False)
+    headers = (
+        "impl",
+        "loop",
+        f"ahead on every machine: {workload.label} × blocking",
+        f"ahead on every machine: CPU s/{workload.per.name}, client + server",
+    )
+    table = [
+        [target.impl, _loop(target), _names(by_ratio[target]), _names(by_cpu[target])]
+        for target in by_ratio
+    ]
+    return Table(headers, table)
+
+
+def _names(targets: Sequence[Target]) -> str:
+    return ", ".join(target.id for target in targets) or "-"
+
+
 def machines_differ(reports: Sequence[tuple[str, Report]]) -> list[str]:
     """What differs between the machines of several reports, one line each (none if they
     ran on one machine, or on machines that record the same)."""
@@ -243,4 +308,7 @@ def side_by_side_markdown(reports: Sequence[tuple[str, Report]]) -> str:
     if differ:
         lines += ["", "What differs between the machines:", ""]
         lines += [f"- {line}" for line in differ]
-    return "\n".join(lines) + "\n\n" + side_by_side(reports).markdown() + "\n"
+    text = "\n".join(lines) + "\n\n" + side_by_side(reports).markdown() + "\n"
+    if len(reports) > 1:
+        text += "\nWhat ranks the same on every machine:\n\n" + agreement(reports).markdown() + "\n"
+    return text

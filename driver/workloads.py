@@ -103,6 +103,9 @@ class Workload:
     #: The figures it shows besides the ones every workload has.
     more: Callable[[Figures, Sequence[Transfer]], Figures] = _no_more
 
+    #: Whether a larger primary figure is the better one (throughput); False for a latency.
+    higher_is_better: bool = True
+
     #: Whether a row of it should fill a ``--link`` (a byte stream does; churn's
     #: connections are bounded by round trips, not by the rate).
     fills_link: bool = True
@@ -479,6 +482,7 @@ WORKLOADS = {
             "runs on another to the same server, and the same requests on the idle server",
             primary=p99_beside_bulk,
             label="p99 ms beside a bulk echo",
+            higher_is_better=False,
             chart_title="p99 latency of 1 KiB requests beside a bulk echo (ms, median, min–max)",
             per=REQUEST,
             fills_link=False,

@@ -386,3 +386,19 @@ def test_without_iperf3_the_report_says_so(monkeypatch: pytest.MonkeyPatch) -> N
     sized = compare.run(replace(settings, duration=None), [BLOCKING], transfer=FakeBench(SPEEDS))
     assert "iperf3" not in {row.target.impl for row in sized.rows}
     assert any("time-based runs" in note for note in sized.notes)
+
+
+def test_only_orders_that_hold_in_every_report_are_ranked() -> None:
+    """Two machines: asyncio-streams is 2× blocking on both, twisted 1.5× on one and 0.5×
+    on the other. Across them asyncio-streams is ahead of both on each; twisted is ahead of
+    nothing, though one machine alone would have put it ahead of blocking."""
+    one = _run(FakeBench({**SPEEDS, "twisted": 1500.0}))
+    other = _run(FakeBench({**SPEEDS, "twisted": 500.0}))
+    agreed = report.agreement([("one", one), ("other", other)])
+    ahead = {row[0]: row[2] for row in agreed.rows}
+    assert ahead["asyncio-streams"] == "twisted, blocking"
+    assert ahead["twisted"] == "-"
+    alone = {row[0]: row[2] for row in report.agreement([("one", one)]).rows}
+    assert alone["twisted"] == "blocking"  # what one machine alone would have said
+    shown = report.side_by_side_markdown([("one", one), ("other", other)])
+    assert "What ranks the same on every machine" in shown
