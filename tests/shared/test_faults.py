@@ -324,6 +324,7 @@ def test_server_memory_stays_bounded_under_a_fast_sender(target: Target) -> None
     assert stopped["peak_rss_kib"] < 80 * 1024, stopped
 
 
+@pytest.mark.above_the_poller
 def test_a_second_server_on_a_taken_port_exits_1_and_the_first_serves_on(target: Target) -> None:
     """A second `nbio serve` on the port a first one was told to take: the second exits 1
     with one line saying the address is in use, no traceback, and the first, which never
@@ -431,6 +432,7 @@ def test_blocking_server_without_threads_rejects_and_serves_on(target: Target) -
     assert stopped["connections"] - 1 + stopped["rejected"] == HELD, stopped
 
 
+@pytest.mark.above_the_poller
 @pytest.mark.parametrize("change", ["shrinks", "grows"])
 def test_a_file_that_changes_while_sent_fails_naming_it(
     target: Target, change: str, tmp_path: Path
@@ -462,6 +464,7 @@ def test_a_file_that_changes_while_sent_fails_naming_it(
     assert error["event"] == "error" and 0 < error["bytes"] <= 64 * MiB
 
 
+@pytest.mark.above_the_poller
 def test_a_fifo_is_refused_before_it_is_opened(target: Target, tmp_path: Path) -> None:
     """A FIFO as --file is bad input, refused at once (opening it would wait for a writer)."""
     fifo = tmp_path / "pipe"
@@ -497,6 +500,7 @@ def test_a_server_whose_stdout_goes_away_stops_quietly(target: Target) -> None:
     assert "cannot write to stdout" in stderr and "stopping" in stderr
 
 
+@pytest.mark.above_the_poller
 def test_ipv6_loopback_works(target: Target) -> None:
     """--host ::1: the server listens on IPv6 loopback and the client sends to it."""
     if not socket.has_ipv6:
@@ -509,6 +513,7 @@ def test_ipv6_loopback_works(target: Target) -> None:
     assert received["peer"].startswith("[::1]:")
 
 
+@pytest.mark.above_the_poller
 def test_a_rejected_client_exits_1_however_little_it_sent(target: Target) -> None:
     """Beyond --max-connections the server resets: a client of 64 KiB, which fits in the
     socket buffers, still learns of it and exits 1 saying how many bytes went out."""
@@ -525,6 +530,7 @@ def test_a_rejected_client_exits_1_however_little_it_sent(target: Target) -> Non
     assert error["event"] == "error" and error["bytes"] <= 64 * 1024
 
 
+@pytest.mark.above_the_poller
 def test_a_client_whose_server_never_accepts_exits_1(target: Target) -> None:
     """A listener that never accepts takes 64 KiB into the kernel's queue: the client waits
     --close-timeout for the sink's close, then exits 1 saying it never came."""
@@ -575,6 +581,7 @@ def test_a_signal_while_starting_ends_the_server_cleanly(target: Target, signum:
         assert stderr == f"nbio serve: stopped by {signal.Signals(signum).name}\n"
 
 
+@pytest.mark.above_the_poller
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_mid_send_ends_the_client_saying_what_went_out(
     target: Target, signum: int
@@ -620,6 +627,7 @@ def test_tiny_writes_keep_the_client_small_and_ticking(target: Target) -> None:
     assert sent["ticks"] >= sent["seconds"] / 0.010 / 3 - 1, sent
 
 
+@pytest.mark.above_the_poller
 def test_a_sender_whose_peer_never_reads_gives_up(target: Target) -> None:
     """A listener that never accepts takes what fits in the kernel's buffers, then no more:
     a 64 MiB send with --stall-timeout 2 ends within seconds, exit 1, one line saying no
@@ -635,6 +643,7 @@ def test_a_sender_whose_peer_never_reads_gives_up(target: Target) -> None:
     assert 0 < error["bytes"] < 64 * 1024 * 1024
 
 
+@pytest.mark.above_the_poller
 @pytest.mark.parametrize("mode", ["sink", "echo"])
 def test_a_sender_whose_server_stopped_gives_up(target: Target, mode: str) -> None:
     """A server stopped (SIGSTOP) in the middle: a 64 MiB send, or an echo client waiting

@@ -16,6 +16,21 @@ def test_every_entry_has_a_default_loop_and_unique_name() -> None:
         assert entry.loops[0].name == "default"
 
 
+def test_only_loops_that_swap_the_poller_are_left_to_the_readiness_tests() -> None:
+    """The suite's above_the_poller tests skip poller_only loops: the default loop never is
+    one (so every implementation keeps those tests), and the loops whose code differs from
+    the default's (uvloop, Twisted's asyncio reactor, gevent's libuv, Eventlet's asyncio hub,
+    anyio's backends) never are."""
+    differ = {"uvloop", "asyncio", "libuv", "trio"}
+    for entry in registry.ENTRIES:
+        assert not entry.loops[0].poller_only, entry.name
+        for loop in entry.loops:
+            if loop.name in differ:
+                assert not loop.poller_only, (entry.name, loop.name)
+            if loop.poller_only:
+                assert loop.name in ("select", "poll", "epoll"), (entry.name, loop.name)
+
+
 def test_unknown_names_list_the_known_ones() -> None:
     """Asking for a name that does not exist says which do."""
     with pytest.raises(registry.UnknownImplementation, match="asyncio-streams"):
