@@ -336,6 +336,9 @@ def _trace(row: Row, base: Settings, tracer: RunTransfer) -> None:
     if base.echo is not None:  # one request of one byte: start-up, connect, close
         tiny = replace(tiny, echo=replace(base.echo, message_size=1, requests=1), beside=None)
     target = row.target
+    if target.impl in (IPERF, SOCKPERF):  # they time whole runs: no 1-byte one to subtract
+        row.traced_error = f"not counted: {target.impl} cannot make the 1-byte transfer subtracted"
+        return
     try:
         row.traced = [tracer(target.server_side, target.client_side, s) for s in (base, tiny)]
     except TransferFailed as exc:

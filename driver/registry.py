@@ -51,9 +51,9 @@ class Loop:
     #: What actually runs under this name here, for people (``nbio impls``).
     detail: str = ""
     #: The framework's own code runs unchanged on this loop and only the readiness call
-    #: differs (select or poll where the default has epoll): the suite's tests of what lies
-    #: above that call (echo, TLS, the measurements, a client's faults) skip it, as they
-    #: would only repeat the default loop's run.
+    #: differs (select or poll where the default has epoll): the suite runs only its tests
+    #: of what a poller changes on it (marked ``readiness``); the others would repeat the
+    #: default loop's run.
     poller_only: bool = False
 
     def missing(self) -> list[str]:

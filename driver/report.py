@@ -17,7 +17,7 @@ from .figures import Figures, Spread, reduce
 from .machine import differences
 from .record import BASELINE, Cell, Report
 from .transfer import Target
-from .workloads import WORKLOADS, number, spread
+from .workloads import WORKLOADS, Column, number, spread
 
 __all__ = [
     "SYSCALLS_TITLE",
@@ -68,6 +68,8 @@ def header(report: Report) -> str:
             f"over a link of {s.link}: server and client each in a network namespace of its "
             "own, joined by a veth pair with a tbf qdisc at that rate on both ends"
         )
+    if s.tls:
+        where += f", over TLS ({_negotiated(report)})"
     return (
         f"Workload `{s.workload}`. "
         f"Measured on {m.summary()}; {packages}. {amount} × {s.connections} connection(s)"
@@ -77,6 +79,22 @@ def header(report: Report) -> str:
         f"{MIN_TICKS_FOR_P99} ticks in a run there is no p99, and the cell shows its max alone."
         + "".join(f" Note: {note}." for note in report.notes)
     )
+
+
+def _negotiated(report: Report) -> str:
+    """What the timed runs' clients say their handshakes agreed, as the events have it."""
+    agreed: dict[str, int] = {}
+    for row in report.rows:
+        for run in row.runs:
+            sent = run.transfer.sent
+            if sent.tls_version is not None:
+                what = f"{sent.tls_version} with {sent.tls_cipher}"
+                agreed[what] = agreed.get(what, 0) + 1
+    if not agreed:
+        return "no run said what it negotiated"
+    if len(agreed) == 1:
+        return f"every timed run negotiated {next(iter(agreed))}"
+    return "the timed runs negotiated " + ", ".join(f"{k} ({n})" for k, n in agreed.items())
 
 
 def _method(report: Report) -> str:
@@ -197,17 +215,23 @@ def _cell(cell: Cell) -> str:
 
 def side_by_side(reports: Sequence[tuple[str, Report]]) -> Table:
     """Several stored reports (each with a label: its file, say) as one table: a row per
-    implementation and loop, a group of columns per report; "-" where a report has no row."""
+    implementation and loop, a group of columns per report (the first figure, its ratio,
+    each side's CPU, the workload's figures that may travel, and the system calls where
+    they were counted); "-" where a report has no row."""
     names = {stored.settings.workload for _, stored in reports}
     if len(names) > 1:
         raise ValueError(f"reports of different workloads ({', '.join(sorted(names))})")
     workload = WORKLOADS[names.pop()]
-    cpu = f"CPU s/{workload.per.name} c/s"
+    reduced = [{row.target: row for row in reduce(stored)} for _, stored in reports]
+    counted = any(row.syscalls is not None for rows in reduced for row in rows.values())
+    columns = [workload.cpu(), *workload.beside]
     headers = ["impl", "loop"]
     for label, stored in reports:
         python = stored.machine.python
-        headers += [f"{label} (Python {python}): {workload.label}", "× blocking", cpu]
-    reduced = [{row.target: row for row in reduce(stored)} for _, stored in reports]
+        headers += [f"{label} (Python {python}): {workload.label}", "× blocking"]
+        headers += [column.header for column in columns]
+        if counted:
+            headers.append(f"sends c/receives s per {workload.per.name}")
     order: list[Target] = []
     for rows in reduced:
         order += [target for target in rows if target not in order]
@@ -215,19 +239,32 @@ def side_by_side(reports: Sequence[tuple[str, Report]]) -> Table:
     for target in order:
         line = [target.impl, _loop(target)]
         for rows in reduced:
-            line += _group(rows.get(target))
+            line += _group(rows.get(target), columns, counted)
         table.append(line)
     return Table(tuple(headers), table)
 
 
-def _group(row: Figures | None) -> list[str]:
+def _group(row: Figures | None, columns: Sequence[Column], counted: bool) -> list[str]:
+    width = 2 + len(columns) + counted
     if row is None:
-        return ["-", "-", "-"]
+        return ["-"] * width
     if row.error is not None:
-        return [f"error: {row.error}", "", ""]
-    client = row.client_cpu_s_per_unit.median if row.client_cpu_s_per_unit else None
-    server = row.server_cpu_s_per_unit.median if row.server_cpu_s_per_unit else None
-    return [spread(row.primary, 0), spread(row.ratio), f"{number(client, 2)}/{number(server, 2)}"]
+        return [f"error: {row.error}"] + [""] * (width - 1)
+    cells = [spread(row.primary, 0), spread(row.ratio), *(c.cell(row) for c in columns)]
+    if counted:
+        cells.append(_calls(row))
+    return cells
+
+
+def _calls(row: Figures) -> str:
+    """The client's sends and the server's receives per unit, or why there are none."""
+    calls = row.syscalls
+    if calls is None:
+        return "-"
+    if calls.error is not None:
+        return "not counted"
+    digits = 1 if calls.per == "connection" else 0
+    return f"{number(calls.client_sends, digits)}/{number(calls.server_receives, digits)}"
 
 
 def _cpu(row: Figures) -> Spread | None:

@@ -110,6 +110,25 @@ class Workload:
     #: connections are bounded by round trips, not by the rate).
     fills_link: bool = True
 
+    #: Figures shown for each machine when reports are set side by side, besides the first
+    #: figure, its ratio and CPU: those that may travel between machines (``many``'s
+    #: memory per connection).
+    beside: tuple[Column, ...] = ()
+
+    def cpu(self) -> Column:
+        """Both sides' CPU per unit, medians, in the unit its own table uses: seconds per
+        GiB, milliseconds per connection, milliseconds per 1000 requests."""
+        unit, scale, digits = {
+            "connection": ("ms per connection", 1000.0, 3),
+            "request": ("ms per 1000 requests", 1e6, 3),
+        }.get(self.per.name, (f"s/{self.per.name}", 1.0, 2))
+        return Column(
+            f"CPU {unit} c/s",
+            lambda r: _pair(
+                _median(r.client_cpu_s_per_unit), _median(r.server_cpu_s_per_unit), digits, scale
+            ),
+        )
+
     def view(self, link: bool = False) -> tuple[Column, ...]:
         """The columns between ``impl``/``loop`` and ``LOC``: over loopback its own; over a
         ``--link`` the same for every workload, ranked on CPU (see :func:`link_columns`)."""
@@ -384,6 +403,12 @@ WORKLOADS = {
                 SERVER_DELAY,
             ),
             more=_kib_per_connection,
+            beside=(
+                Column(
+                    "server KiB per connection",
+                    lambda r: number(r.server_kib_per_connection, 1),
+                ),
+            ),
         ),
         Workload(
             "churn",

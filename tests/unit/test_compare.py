@@ -367,6 +367,21 @@ def test_syscalls_are_per_gib_minus_the_tiny_transfer() -> None:
     assert missing == figures.Syscalls("connection", error="strace not installed")
 
 
+def test_the_kernels_tools_are_not_traced_and_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--syscalls subtracts a 1-byte transfer, which iperf3 and sockperf cannot make (they
+    time whole runs): their rows say so in one line, and are never run under strace."""
+    monkeypatch.setattr(compare, "strace_missing", lambda: None)
+
+    def tracer(*args: object) -> Transfer:
+        raise AssertionError("traced")
+
+    for name in (bench.IPERF, bench.SOCKPERF):
+        row = record.Row(Target(name), "the kernel's")
+        compare._trace(row, Settings(GIB), tracer)
+        assert row.traced_error == f"not counted: {name} cannot make the 1-byte transfer subtracted"
+        assert row.traced == []
+
+
 def test_without_iperf3_the_report_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where iperf3 is not installed, a time-based stream run has no row of it, and its
     header says why; where it is, the row runs in the same rounds as every other; a run of
@@ -402,3 +417,45 @@ def test_only_orders_that_hold_in_every_report_are_ranked() -> None:
     assert alone["twisted"] == "blocking"  # what one machine alone would have said
     shown = report.side_by_side_markdown([("one", one), ("other", other)])
     assert "What ranks the same on every machine" in shown
+
+
+def test_side_by_side_shows_cpu_in_each_workloads_unit_and_what_travels() -> None:
+    """Set side by side, each machine's group has the first figure, its ratio, both sides'
+    CPU in the unit the workload's own table uses (churn's per connection in milliseconds:
+    in seconds it read 0.00), the workload's figures that may travel (many's KiB per
+    connection), and no column of system calls where none were counted."""
+    one = _run(FakeBench(SPEEDS))
+    table = report.side_by_side([("one", one), ("other", one)])
+    assert table.headers == (
+        "impl", "loop", "one (Python " + one.machine.python + "): MB/s", "× blocking",
+        "CPU s/GiB c/s", "other (Python " + one.machine.python + "): MB/s", "× blocking",
+        "CPU s/GiB c/s",
+    )  # fmt: skip
+    row = replace(
+        figures.reduce(one)[0],
+        client_cpu_s_per_unit=figures.Spread(0.000125, 0.0001, 0.0002),
+        server_cpu_s_per_unit=figures.Spread(0.0005, 0.0004, 0.0006),
+        server_kib_per_connection=2.3,
+    )
+    churn, many = WORKLOADS["churn"], WORKLOADS["many"]
+    assert churn.cpu().header == "CPU ms per connection c/s"
+    assert churn.cpu().cell(row) == "0.125/0.500"
+    assert [(c.header, c.cell(row)) for c in many.beside] == [("server KiB per connection", "2.3")]
+
+
+def test_a_tls_runs_header_says_what_every_handshake_agreed() -> None:
+    """Over TLS the header names the version and cipher the timed runs' own events say
+    their handshakes agreed (one line when all agree), not what the settings asked for."""
+    plain = _run(FakeBench(SPEEDS))
+    tls = replace(plain, settings=replace(plain.settings, tls=True))
+    assert "over TLS (no run said what it negotiated)" in report.header(tls)
+    assert "over TLS" not in report.header(plain)
+    for row in tls.rows:
+        row.runs = [
+            replace(run, transfer=replace(run.transfer, sent=replace(
+                run.transfer.sent, tls_version="TLSv1.3", tls_cipher="TLS_AES_256_GCM_SHA384"
+            )))
+            for run in row.runs
+        ]  # fmt: skip
+    said = "over TLS (every timed run negotiated TLSv1.3 with TLS_AES_256_GCM_SHA384)"
+    assert said in report.header(tls)
