@@ -1,7 +1,7 @@
 """One suite, every implementation: tests that take ``target`` run once per implementation
-and loop (``test_x[asyncio-streams]``, ``test_x[asyncio-streams-uvloop]``), except that
-tests marked ``above_the_poller`` skip the loops that only swap the readiness call
-(``Loop.poller_only``); tests that take
+and loop (``test_x[asyncio-streams]``, ``test_x[asyncio-streams-uvloop]``), except the
+loops that only swap the readiness call (``Loop.poller_only``: select or poll for epoll),
+which only the tests marked ``readiness`` run; tests that take
 ``default_target`` once per implementation, on its default loop; tests that take
 ``client_target`` and ``server_target`` run once per pair. ``--impl NAME`` (repeatable)
 narrows the set; an implementation that is not installed is skipped with the reason."""
@@ -53,14 +53,15 @@ def _param(targets: tuple[Target, ...]) -> object:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     entries = _selected(metafunc.config)
     if "target" in metafunc.fixturenames:
-        # A test marked above_the_poller checks the framework's code, not its readiness
-        # call: loops that only swap select or poll for epoll would repeat the default's run.
-        above = metafunc.definition.get_closest_marker("above_the_poller") is not None
+        # A loop that only swaps select or poll for epoll runs the framework's own code
+        # unchanged: it runs the tests of what the poller changes (readiness at scale,
+        # hang-ups and errors, descriptor limits), and the others would repeat the default's.
+        readiness = metafunc.definition.get_closest_marker("readiness") is not None
         targets = [
             Target(e.name, loop.name)
             for e in entries
             for loop in e.loops
-            if not (above and loop.poller_only)
+            if readiness or not loop.poller_only
         ]
         metafunc.parametrize("target", [_param((t,)) for t in targets])
     if "default_target" in metafunc.fixturenames:  # each implementation on its default loop

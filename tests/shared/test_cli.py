@@ -131,7 +131,6 @@ def test_console_script_is_installed() -> None:
     assert run_nbio("--help").returncode == 0
 
 
-@pytest.mark.above_the_poller
 def test_profile_writes_a_flame_graph_of_each_process(target: Target, tmp_path: Path) -> None:
     """nbio profile records both processes of one checked transfer with py-spy: two SVG
     flame graphs, and the client's shows the implementation's own send code."""

@@ -17,6 +17,7 @@ LOOP_SIZES = {0, 65537, SIZES[-1]}
 MiB = 1024 * 1024
 
 
+@pytest.mark.readiness
 @pytest.mark.parametrize("size", SIZES)
 def test_client_delivers_every_byte(target: Target, size: int) -> None:
     """Every byte the client reports sent reaches a plain socket sink, in order (every size
@@ -69,6 +70,7 @@ def test_client_sends_other_payloads(target: Target, pattern: str, tmp_path: Pat
     assert run.sent["sha256"] == expected.sha256()
 
 
+@pytest.mark.readiness
 def test_client_opens_100_concurrent_connections(target: Target) -> None:
     """A hundred connections from one client process each deliver the whole payload."""
     payload = Payload(64 * 1024 + 7)
@@ -97,6 +99,7 @@ def test_client_runs_at_most_concurrency_connections_at_once(target: Target) -> 
     assert 0 < run.sent["latency_ms"]["p50"] <= run.sent["latency_ms"]["max"]
 
 
+@pytest.mark.readiness
 def test_a_1GiB_send_keeps_ticking_and_buffers_nothing(target: Target) -> None:
     """The talk's other_task: the client's 10 ms ticker keeps firing while 1 GiB goes out
     (long enough for a dozen ticks even at 8 GB/s); and the client's peak RSS stays within
@@ -116,6 +119,7 @@ def test_a_1GiB_send_keeps_ticking_and_buffers_nothing(target: Target) -> None:
     assert peaks["1GiB"] - peaks["1MiB"] <= 10 * 1024, peaks
 
 
+@pytest.mark.readiness
 def test_client_reports_a_refused_connection(target: Target) -> None:
     """Nobody listening: exit 1, one line on stderr, and an error event saying 0 bytes."""
     run = run_client(target, free_port(), "--size", "1MiB")

@@ -16,7 +16,6 @@ import subprocess
 import threading
 import time
 
-import pytest
 from neutral import EchoServer, echo_exchange, messages
 
 from harness import (
@@ -29,9 +28,6 @@ from harness import (
     run_client,
     wait_until,
 )
-
-#: Echo, TLS and the measurements are the framework's code, not its readiness call.
-pytestmark = pytest.mark.above_the_poller
 
 KiB, MiB = 1024, 1024 * 1024
 

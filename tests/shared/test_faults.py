@@ -46,6 +46,7 @@ from nbio.common.payload import Payload
 MiB = 1024 * 1024
 
 
+@pytest.mark.readiness
 def test_client_reports_a_server_reset_and_how_much_went_out(target: Target) -> None:
     """The sink resets after 1 MiB: the client exits 1 with one line saying how many bytes
     went out, and its error event agrees."""
@@ -66,6 +67,7 @@ def test_client_reports_a_server_reset_and_how_much_went_out(target: Target) -> 
     assert sink.received <= error["bytes"] < 256 * MiB
 
 
+@pytest.mark.readiness
 def test_sink_reports_a_client_reset_and_keeps_serving(target: Target) -> None:
     """A client resets after 1 MiB: that connection ends 'reset' with at most what it sent,
     while a transfer beside it completes exactly and the server serves on."""
@@ -90,6 +92,7 @@ def test_sink_reports_a_client_reset_and_keeps_serving(target: Target) -> None:
     assert stopped["bytes"] == sum(e["bytes"] for e in [*events, last])
 
 
+@pytest.mark.readiness
 def test_a_reset_right_after_a_fast_send_is_reported_at_once(target: Target) -> None:
     """A client writes as fast as it can (32 MiB, then on until the server's socket is
     full) and resets at once, with bytes still unread there: the server reports the
@@ -120,6 +123,7 @@ def test_a_reset_right_after_a_fast_send_is_reported_at_once(target: Target) -> 
     assert 0 < event["bytes"] <= 96 * MiB
 
 
+@pytest.mark.readiness
 def test_idle_timeout_closes_a_stalled_client_only(target: Target) -> None:
     """A client that goes silent is closed with outcome 'timeout' after --idle-timeout;
     one that keeps sending is not affected."""
@@ -135,6 +139,7 @@ def test_idle_timeout_closes_a_stalled_client_only(target: Target) -> None:
     assert stopped["outcomes"] == {"timeout": 1, "eof": 1}
 
 
+@pytest.mark.readiness
 def test_client_waits_for_a_clogged_sink_without_growing(target: Target) -> None:
     """The sink stops reading for a second: the client blocks with bounded memory, keeps
     ticking, and completes exactly once the sink reads again."""
@@ -156,6 +161,7 @@ def test_client_waits_for_a_clogged_sink_without_growing(target: Target) -> None
     assert sent["ticks"] >= max(30, sent["seconds"] / 0.010 / 3), sent
 
 
+@pytest.mark.readiness
 def test_server_holds_1000_concurrent_connections(target: Target) -> None:
     """1000 connections × 256 KiB at once: every byte counted, nothing refused."""
     limit = registry.get(target.impl).loop(target.loop).max_connections
@@ -176,6 +182,7 @@ def test_server_holds_1000_concurrent_connections(target: Target) -> None:
     )
 
 
+@pytest.mark.readiness
 def test_server_refuses_beyond_max_connections_and_serves_on(target: Target) -> None:
     """With --max-connections 3, a fourth connection is closed at once and reported;
     once the others end, new connections are served again."""
@@ -324,7 +331,6 @@ def test_server_memory_stays_bounded_under_a_fast_sender(target: Target) -> None
     assert stopped["peak_rss_kib"] < 80 * 1024, stopped
 
 
-@pytest.mark.above_the_poller
 def test_a_second_server_on_a_taken_port_exits_1_and_the_first_serves_on(target: Target) -> None:
     """A second `nbio serve` on the port a first one was told to take: the second exits 1
     with one line saying the address is in use, no traceback, and the first, which never
@@ -368,6 +374,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.readiness
 def test_server_at_its_descriptor_limit_pauses_then_serves_on(target: Target) -> None:
     """With 64 descriptors and 100 connections held, the server stops accepting (said once,
     as accept_paused), stays near idle with a quiet stderr, and once the connections go it
@@ -432,7 +439,6 @@ def test_blocking_server_without_threads_rejects_and_serves_on(target: Target) -
     assert stopped["connections"] - 1 + stopped["rejected"] == HELD, stopped
 
 
-@pytest.mark.above_the_poller
 @pytest.mark.parametrize("change", ["shrinks", "grows"])
 def test_a_file_that_changes_while_sent_fails_naming_it(
     target: Target, change: str, tmp_path: Path
@@ -464,7 +470,6 @@ def test_a_file_that_changes_while_sent_fails_naming_it(
     assert error["event"] == "error" and 0 < error["bytes"] <= 64 * MiB
 
 
-@pytest.mark.above_the_poller
 def test_a_fifo_is_refused_before_it_is_opened(target: Target, tmp_path: Path) -> None:
     """A FIFO as --file is bad input, refused at once (opening it would wait for a writer)."""
     fifo = tmp_path / "pipe"
@@ -500,7 +505,6 @@ def test_a_server_whose_stdout_goes_away_stops_quietly(target: Target) -> None:
     assert "cannot write to stdout" in stderr and "stopping" in stderr
 
 
-@pytest.mark.above_the_poller
 def test_ipv6_loopback_works(target: Target) -> None:
     """--host ::1: the server listens on IPv6 loopback and the client sends to it."""
     if not socket.has_ipv6:
@@ -513,7 +517,6 @@ def test_ipv6_loopback_works(target: Target) -> None:
     assert received["peer"].startswith("[::1]:")
 
 
-@pytest.mark.above_the_poller
 def test_a_rejected_client_exits_1_however_little_it_sent(target: Target) -> None:
     """Beyond --max-connections the server resets: a client of 64 KiB, which fits in the
     socket buffers, still learns of it and exits 1 saying how many bytes went out."""
@@ -530,7 +533,6 @@ def test_a_rejected_client_exits_1_however_little_it_sent(target: Target) -> Non
     assert error["event"] == "error" and error["bytes"] <= 64 * 1024
 
 
-@pytest.mark.above_the_poller
 def test_a_client_whose_server_never_accepts_exits_1(target: Target) -> None:
     """A listener that never accepts takes 64 KiB into the kernel's queue: the client waits
     --close-timeout for the sink's close, then exits 1 saying it never came."""
@@ -581,7 +583,6 @@ def test_a_signal_while_starting_ends_the_server_cleanly(target: Target, signum:
         assert stderr == f"nbio serve: stopped by {signal.Signals(signum).name}\n"
 
 
-@pytest.mark.above_the_poller
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_mid_send_ends_the_client_saying_what_went_out(
     target: Target, signum: int
@@ -627,7 +628,6 @@ def test_tiny_writes_keep_the_client_small_and_ticking(target: Target) -> None:
     assert sent["ticks"] >= sent["seconds"] / 0.010 / 3 - 1, sent
 
 
-@pytest.mark.above_the_poller
 def test_a_sender_whose_peer_never_reads_gives_up(target: Target) -> None:
     """A listener that never accepts takes what fits in the kernel's buffers, then no more:
     a 64 MiB send with --stall-timeout 2 ends within seconds, exit 1, one line saying no
@@ -643,7 +643,6 @@ def test_a_sender_whose_peer_never_reads_gives_up(target: Target) -> None:
     assert 0 < error["bytes"] < 64 * 1024 * 1024
 
 
-@pytest.mark.above_the_poller
 @pytest.mark.parametrize("mode", ["sink", "echo"])
 def test_a_sender_whose_server_stopped_gives_up(target: Target, mode: str) -> None:
     """A server stopped (SIGSTOP) in the middle: a 64 MiB send, or an echo client waiting

@@ -15,8 +15,6 @@ import socket
 import subprocess
 import time
 
-import pytest
-
 from harness import (
     LOCALHOST,
     WAIT,
@@ -34,9 +32,6 @@ from nbio.common.events import Listening, Received, Sent, Stopped
 from nbio.common.loopdelay import DelayStats
 from nbio.common.payload import Payload
 from nbio.transfer import Transfer
-
-#: Echo, TLS and the measurements are the framework's code, not its readiness call.
-pytestmark = pytest.mark.above_the_poller
 
 MiB = 1024 * 1024
 STALL = 0.3  # seconds a process is stopped for: the stimulus, not a synchronisation

@@ -16,6 +16,7 @@ from nbio.common.payload import TALK_SIZE, Payload
 SIZES = [0, 1, 65535, 65536, 65537, *sorted(random.Random(863).sample(range(2, 8 << 20), 3))]
 
 
+@pytest.mark.readiness
 def test_sink_counts_every_byte(target: Target) -> None:
     """The sink counts exactly the bytes a plain socket client sent, and hashes them right,
     for each size (around a 64 KiB read, and random ones), one connection after another."""
@@ -39,6 +40,7 @@ def test_sink_counts_the_talks_payload(target: Target) -> None:
     assert (received["bytes"], received["sha256"]) == (TALK_SIZE, payload.sha256())
 
 
+@pytest.mark.readiness
 def test_sink_serves_100_concurrent_connections(target: Target) -> None:
     """A hundred clients at once each get their own exact count."""
     payload = Payload(64 * 1024 + 7, pattern="random")
@@ -94,6 +96,7 @@ def test_sink_names_its_loop_and_listens_on_loopback(target: Target) -> None:
     assert listening["loop_impl"]
 
 
+@pytest.mark.readiness
 def test_sink_ticks_while_a_connection_is_open(target: Target) -> None:
     """The server's 10 ms ticker keeps firing while a client trickles data for at least
     0.3 s, and each received event carries that connection's loop-delay figures."""

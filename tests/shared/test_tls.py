@@ -20,9 +20,6 @@ from harness import LOCALHOST, WAIT, NeutralSink, ServerProcess, Target, reset, 
 from nbio.bench import command
 from nbio.common.payload import Payload
 
-#: Echo, TLS and the measurements are the framework's code, not its readiness call.
-pytestmark = pytest.mark.above_the_poller
-
 KiB, MiB = 1024, 1024 * 1024
 SIZES = [0, 1, 65537, 8 * MiB]
 

@@ -17,8 +17,8 @@ def test_every_entry_has_a_default_loop_and_unique_name() -> None:
 
 
 def test_only_loops_that_swap_the_poller_are_left_to_the_readiness_tests() -> None:
-    """The suite's above_the_poller tests skip poller_only loops: the default loop never is
-    one (so every implementation keeps those tests), and the loops whose code differs from
+    """Only the suite's readiness tests run on poller_only loops: the default loop never is
+    one (so every implementation runs the whole suite), and the loops whose code differs from
     the default's (uvloop, Twisted's asyncio reactor, gevent's libuv, Eventlet's asyncio hub,
     anyio's backends) never are."""
     differ = {"uvloop", "asyncio", "libuv", "trio"}
