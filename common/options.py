@@ -49,6 +49,8 @@ STALL_TIMEOUT = 30.0
 SINK = "sink"
 ECHO = "echo"
 MODES = (SINK, ECHO)
+#: The most requests an echo client takes per connection (``--requests``).
+MAX_REQUESTS = 10**9
 
 
 @dataclass(frozen=True)

@@ -358,6 +358,10 @@ def _shuffled(items: Iterable[Target], rng: random.Random) -> list[Target]:
     return shuffled
 
 
+#: What each connection of a run of several, timed by a duration, sends to be verified.
+VERIFIED_BYTES = 1024 * 1024
+
+
 def _verify(row: Row, base: Settings, transfer: RunTransfer) -> None:
     """One transfer with sha256 on both sides (the yardsticks hash nothing: they are
     checked by their byte counts); record what failed."""
@@ -365,6 +369,13 @@ def _verify(row: Row, base: Settings, transfer: RunTransfer) -> None:
     reference = target.impl in OUTSIDERS or target.client in OUTSIDERS
     digest = "none" if reference else "sha256"
     checked = replace(base, digest=digest)
+    if base.duration is not None and base.connections > 1:
+        # Connections of a duration each send what they had time for, and a client hashes
+        # one payload for all of them: so a fixed amount each, VERIFIED_BYTES at least.
+        checked = replace(checked, duration=None, size=max(base.chunk_size, VERIFIED_BYTES))
+        if base.echo is not None:
+            requests = -(-VERIFIED_BYTES // base.echo.message_size)
+            checked = replace(checked, echo=replace(base.echo, requests=requests, rate=None))
     try:
         row.verification = transfer(target.server_side, target.client_side, checked)
     except TransferFailed as exc:

@@ -14,6 +14,7 @@ from .common.options import (
     DEFAULT_HOST,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
+    MAX_REQUESTS,
     MODES,
     SINK,
     STALL_TIMEOUT,
@@ -254,7 +255,7 @@ def build_parser() -> Parser:
     )
     send.add_argument(
         "--requests",
-        type=arguments.bounded("requests", 1, 10**9, arguments.whole),
+        type=arguments.bounded("requests", 1, MAX_REQUESTS, arguments.whole),
         default=1000,
         help="echo: requests per connection (default %(default)s; with --duration, at most)",
     )

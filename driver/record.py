@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common.options import Echo
+from .common.options import MAX_REQUESTS, Echo
 from .common.payload import DEFAULT_CHUNK_SIZE
 from .machine import Machine
 from .transfer import Settings, Target, Transfer
@@ -69,7 +69,9 @@ class CompareSettings:
         beside = None
         workload = WORKLOADS[self.workload]
         if self.message_size is not None:
-            requests = max(1, self.size // self.message_size)
+            # A run of a duration is capped far above what it can send, but within what a
+            # client takes (1 TiB of 1 KiB requests would be 2**30 of them).
+            requests = min(MAX_REQUESTS, max(1, self.size // self.message_size))
             echo = Echo(self.message_size, requests, self.rate)
         if workload.bulk is not None and self.duration is not None:
             bulk = workload.bulk
@@ -77,7 +79,7 @@ class CompareSettings:
                 bulk * max(1, self.size // bulk),
                 digest=self.digest,
                 duration=self.duration + 2 * BESIDE_LEAD,
-                echo=Echo(bulk, max(1, self.size // bulk)),
+                echo=Echo(bulk, min(MAX_REQUESTS, max(1, self.size // bulk))),
             )
         return Settings(
             self.size,

@@ -294,9 +294,16 @@ def check(transfer: Transfer, settings: Settings) -> list[str]:
     sent, listening, received = transfer.sent, transfer.listening, transfer.received
     problems = []
     # The settings, as each process says it ran (the reference hashes nothing, says no digest).
+    # An echo client writes whole messages: its chunk is the message (--chunk-size does not
+    # act there), so the message size is what it must say it ran.
+    chunk = (
+        ("client message size", sent.message_size, settings.echo.message_size)
+        if settings.echo is not None
+        else ("client chunk size", sent.chunk_size, settings.chunk_size)
+    )
     ran: list[tuple[str, object, object]] = [
         ("client digest", sent.digest, settings.digest),
-        ("client chunk size", sent.chunk_size, settings.chunk_size),
+        chunk,
         ("client concurrency", sent.concurrency, settings.concurrency),
         ("client duration", sent.duration, settings.duration),
         ("server digest", listening.digest, settings.digest),

@@ -273,6 +273,45 @@ def test_each_workload_gives_its_figures_for_every_row(
                 assert sent["chunk_size"] == 512 and sent["chunks"] == 512
 
 
+#: Each echo workload, short, on its own caps (a default once asked a client for 2**30
+#: requests, beyond what --requests takes), and the figures its rows must have.
+ECHO_RUNS = {
+    "echo": (["--message-size", "1KiB", "--connections", "2"], ["latency_p99_ms"]),
+    "echo-under-load": ([], ["idle_p99_ms", "beside_mb_per_s"]),
+}
+
+
+@pytest.mark.parametrize("workload", sorted(ECHO_RUNS))
+def test_each_echo_workload_gives_its_figures_for_every_row(
+    request: pytest.FixtureRequest, workload: str
+) -> None:
+    """--workload echo (one cell of the grid, two connections for a short --duration) and
+    echo-under-load: every implementation's row, and every server's with the neutral
+    client, is verified (sha256 over a fixed amount: connections of a duration each send
+    what they had time for) and has the workload's figures; every client says it sent the
+    message size asked."""
+    args, expected = ECHO_RUNS[workload]
+    impls = _impls(request.config)
+    done = run_nbio(
+        "compare", "--workload", workload, *args, "--duration", "0.3", "--repeat", "1",
+        "--impls", ",".join(impls), "--json", timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = report["rows"]
+    servers = set(impls) | {"blocking"}
+    assert {row["impl"] for row in rows} >= servers
+    neutral = [row for row in rows if row["impl"] in servers and row["verified"] == "bytes"]
+    assert {row["impl"] for row in neutral} == servers  # each server with the neutral client
+    for row in rows:
+        assert row["errors"] == [], (row["impl"], row["errors"])
+        for name in ["primary", "ratio", *expected]:
+            assert row["figures"][name] is not None, (row["impl"], name)
+        for run in row["runs"]:
+            assert run["sent"]["message_size"] == report["settings"]["message_size"]
+            assert run["sent"]["duration"] == 0.3
+
+
 def test_a_transfer_over_a_link_runs_at_its_rate(default_target: Target) -> None:
     """``--link``: server and client each in a network namespace of its own, joined by a
     veth pair shaped to 1 Gbit/s: a checked transfer of 32 MiB arrives whole, at about the
