@@ -139,9 +139,11 @@ def cells(row: Figures, workload: str = "stream", link: bool = False) -> list[st
 
 
 def _loop(target: Target) -> str:
-    """The loop, and the knobs set with ``--tune`` if any."""
-    tune = ", ".join(f"{path.rsplit('.', 1)[-1]}={format_size(v)}" for path, v in target.tune)
-    return f"{target.loop}, {tune}" if tune else target.loop
+    """The loop, the knobs set with ``--tune`` if any, and the client, if another's (an
+    echo server with the neutral client)."""
+    tune = [f"{path.rsplit('.', 1)[-1]}={format_size(v)}" for path, v in target.tune]
+    client = [] if target.client is None else [f"{target.client} client"]
+    return ", ".join([target.loop, *tune, *client])
 
 
 SYSCALLS_TITLE = (

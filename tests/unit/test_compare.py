@@ -459,3 +459,13 @@ def test_a_tls_runs_header_says_what_every_handshake_agreed() -> None:
         ]  # fmt: skip
     said = "over TLS (every timed run negotiated TLSv1.3 with TLS_AES_256_GCM_SHA384)"
     assert said in report.header(tls)
+
+
+def test_a_server_with_the_neutral_client_is_labelled_so() -> None:
+    """An echo run has each server twice, with its own client and with the reference's:
+    the two rows must not read alike (they once both read ``asyncio-streams | default``)."""
+    row = figures.reduce(_run(FakeBench(SPEEDS)))[0]
+    own = report.cells(row)
+    other = report.cells(replace(row, target=replace(row.target, client=REFERENCE)))
+    assert own[:2] == ["asyncio-streams", "default"]
+    assert other[:2] == ["asyncio-streams", "default, reference client"]
