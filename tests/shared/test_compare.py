@@ -312,6 +312,27 @@ def test_each_echo_workload_gives_its_figures_for_every_row(
             assert run["sent"]["duration"] == 0.3
 
 
+@pytest.mark.once
+def test_a_one_connection_echo_has_sockperf_beside_the_rows() -> None:
+    """An echo cell of one connection has sockperf's ping-pong as a row where it is
+    installed, its server stopped like any other's (it once waited forever for a sockperf
+    that had inherited its blocked SIGTERM); where it is not, a note says so."""
+    done = run_nbio(
+        "compare", "--workload", "echo", "--message-size", "1KiB", "--connections", "1",
+        "--duration", "1", "--repeat", "1", "--impls", "blocking", "--json", timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    rows = {row["impl"]: row for row in report["rows"]}
+    if shutil.which("sockperf") is None:
+        assert any("sockperf not installed" in note for note in report["notes"])
+        return
+    row = rows["sockperf"]
+    assert row["errors"] == [] and row["figures"]["latency_p99_ms"] is not None, row["errors"]
+    (run,) = row["runs"]
+    assert run["sent"]["message_size"] == 1024 and run["stopped"] is not None
+
+
 def test_a_transfer_over_a_link_runs_at_its_rate(default_target: Target) -> None:
     """``--link``: server and client each in a network namespace of its own, joined by a
     veth pair shaped to 1 Gbit/s: a checked transfer of 32 MiB arrives whole, at about the
