@@ -70,10 +70,17 @@ def header(report: Report) -> str:
         )
     if s.tls:
         where += f", over TLS ({_negotiated(report)})"
+    writes = f"{format_size(s.chunk_size)} per write"
+    if s.message_size is not None:  # echo: what is written is a request, whatever the chunk
+        loop = "closed loop" if s.rate is None else f"open loop at {s.rate:g} a second each"
+        writes = f"requests of {format_size(s.message_size)}, {loop}"
+        bulk = WORKLOADS[s.workload].bulk
+        if bulk is not None:
+            writes += f", beside a bulk echo of {format_size(bulk)} messages on another connection"
     return (
         f"Workload `{s.workload}`. "
         f"Measured on {m.summary()}; {packages}. {amount} × {s.connections} connection(s)"
-        f"{at_once}, {format_size(s.chunk_size)} per write, {where}, digest {digest} in the "
+        f"{at_once}, {writes}, {where}, digest {digest} in the "
         f"timed runs. {_method(report)} (seed {s.seed}: `--seed {s.seed}` repeats the order). "
         f"The run took {report.seconds:.0f} s. Loop delay: with fewer than "
         f"{MIN_TICKS_FOR_P99} ticks in a run there is no p99, and the cell shows its max alone."

@@ -469,3 +469,16 @@ def test_a_server_with_the_neutral_client_is_labelled_so() -> None:
     other = report.cells(replace(row, target=replace(row.target, client=REFERENCE)))
     assert own[:2] == ["asyncio-streams", "default"]
     assert other[:2] == ["asyncio-streams", "default, reference client"]
+
+
+def test_an_echo_runs_header_says_what_each_request_is() -> None:
+    """An echo run writes requests, not --chunk-size chunks: its header says their size,
+    closed or open loop, and for echo-under-load the bulk echo beside them."""
+    plain = _run(FakeBench(SPEEDS))
+    echo = replace(plain, settings=replace(plain.settings, workload="echo", message_size=1024))
+    assert "requests of 1KiB, closed loop," in report.header(echo)
+    assert "per write" not in report.header(echo)
+    paced = replace(echo, settings=replace(echo.settings, rate=100.0))
+    assert "requests of 1KiB, open loop at 100 a second each," in report.header(paced)
+    loaded = replace(echo, settings=replace(echo.settings, workload="echo-under-load"))
+    assert "beside a bulk echo of 256KiB messages on another connection" in report.header(loaded)

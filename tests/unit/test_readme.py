@@ -64,3 +64,19 @@ def test_results_tables_are_renderings_of_stored_reports() -> None:
         if shown != rendered:
             stale.append(f"nbio report {paths} --markdown")
     assert not stale, "re-render: " + "; ".join(stale)
+
+
+def test_the_results_page_is_the_rendering_of_every_stored_report() -> None:
+    """docs/results/index.html is exactly ``nbio report --html`` of every report stored in
+    docs/results/, named as the command names them (re-render it after a run:
+    ``LC_ALL=C nbio report --html docs/results/index.html docs/results/*.json`` from the
+    root, whose glob sorts as this test does)."""
+    from nbio.html import page
+
+    paths = sorted((ROOT / "docs" / "results").glob("*.json"))
+    stored = [
+        (str(path.relative_to(ROOT)), record.Report.from_json(path.read_text())) for path in paths
+    ]
+    shown = (ROOT / "docs" / "results" / "index.html").read_text(encoding="utf-8")
+    assert shown == page(stored), "re-render docs/results/index.html"
+    assert "docs/results/index.html" in (ROOT / "README.md").read_text()
