@@ -285,12 +285,13 @@ def _everyone(
         ]
     if not reference or settings.digest != "none" or settings.transfer.beside is not None:
         return everyone, notes
-    if settings.workload == "stream" or echo:
+    stream = WORKLOADS[settings.workload].yardsticks
+    if stream or echo:
         everyone.append(Target(REFERENCE))
     if not kernel:
         return everyone, notes
     name, missing = (SOCKPERF, sockperf.missing()) if echo else (IPERF, iperf.missing())
-    if settings.workload != "stream" and not echo:
+    if not stream and not echo:
         return everyone, notes
     if missing is not None:
         notes.append(f"{missing}: no row of the kernel's own figure")

@@ -110,6 +110,10 @@ class Workload:
     #: connections are bounded by round trips, not by the rate).
     fills_link: bool = True
 
+    #: One stream of one connection, as the kernel's own tools send it: the plain-socket
+    #: reference and iperf3 run as rows beside it (echo workloads have theirs).
+    yardsticks: bool = False
+
     #: Figures shown for each machine when reports are set side by side, besides the first
     #: figure, its ratio and CPU: those that may travel between machines (``many``'s
     #: memory per connection).
@@ -360,6 +364,7 @@ WORKLOADS = {
             # delay, and a few wake-ups decided the figure. 1.2 s gives each side 100 ticks
             # and more on any machine; 64 GiB only caps it.
             duration=1.2,
+            yardsticks=True,
             what="one connection, a big payload for 1.2 s: the kernel's copies",
             primary=mb_per_s,
             label="MB/s",

@@ -281,6 +281,7 @@ ECHO_RUNS = {
 }
 
 
+@pytest.mark.once  # compare's own settings and checks: each echo client is test_echo's
 @pytest.mark.parametrize("workload", sorted(ECHO_RUNS))
 def test_each_echo_workload_gives_its_figures_for_every_row(
     request: pytest.FixtureRequest, workload: str

@@ -630,15 +630,15 @@ def test_tiny_writes_keep_the_client_small_and_ticking(target: Target) -> None:
 
 def test_a_sender_whose_peer_never_reads_gives_up(target: Target) -> None:
     """A listener that never accepts takes what fits in the kernel's buffers, then no more:
-    a 64 MiB send with --stall-timeout 2 ends within seconds, exit 1, one line saying no
+    a 64 MiB send with --stall-timeout 1 ends within seconds, exit 1, one line saying no
     byte was taken and how many went out."""
     with socket.create_server((LOCALHOST, 0)) as listener:  # listens; nobody accepts
         port = listener.getsockname()[1]
         started = time.monotonic()
-        run = run_client(target, port, "--size", "64MiB", "--stall-timeout", "2")
+        run = run_client(target, port, "--size", "64MiB", "--stall-timeout", "1")
     assert run.returncode == 1, run.stderr
     assert time.monotonic() - started < WAIT / 2
-    assert "no progress for 2 s" in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert "no progress for 1 s" in run.stderr and run.stderr.count("\n") == 1, run.stderr
     (error,) = run.events
     assert 0 < error["bytes"] < 64 * 1024 * 1024
 
@@ -658,11 +658,11 @@ def test_a_sender_whose_server_stopped_gives_up(target: Target, mode: str) -> No
                 if mode == "echo"
                 else ["--size", "64MiB"]
             )
-            run = run_client(target, server.port, *load, "--stall-timeout", "2")
+            run = run_client(target, server.port, *load, "--stall-timeout", "1")
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         assert run.returncode == 1, run.stderr
-        assert "no progress for 2 s" in run.stderr, run.stderr
+        assert "no progress for 1 s" in run.stderr, run.stderr
         (ended,) = server.received()
         assert ended["outcome"] in ("reset", "error", "eof"), ended
         server.stop()

@@ -174,7 +174,7 @@ def test_tls_clients_fail_in_one_line(target: Target, tmp_path: Path) -> None:
         "wrong name": (ours.issue_cert("elsewhere.example"), "localhost", "hostname mismatch"),
     }
     with NeutralSink() as plain:  # it reads the ClientHello and says nothing: no progress
-        run = run_client(target, plain.port, "--ca", ca, "--size", "1KiB", "--stall-timeout", "2")
+        run = run_client(target, plain.port, "--ca", ca, "--size", "1KiB", "--stall-timeout", "1")
         _fails_in_one_line(run)
     for name, (issued, host, words) in cases.items():
         cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
