@@ -30,6 +30,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return tls_files(str(tmp_path_factory.mktemp("tls")))
 
 
+@pytest.mark.readiness  # TLS over each poller: its wants are served by the loop
 def test_sink_over_tls_counts_every_byte(target: Target) -> None:
     """``serve --tls`` with a throwaway CA it names in ``listening``: a neutral TLS client
     sends 0, 1, 65,537 bytes and 8 MiB, each counted and hashed exactly, each connection
@@ -50,6 +51,7 @@ def test_sink_over_tls_counts_every_byte(target: Target) -> None:
     assert not Path(ca).exists(), "the throwaway CA outlived its server"
 
 
+@pytest.mark.readiness  # TLS over each poller: its wants are served by the loop
 def test_client_over_tls_delivers_every_byte(target: Target, files: dict[str, str]) -> None:
     """``send --tls --ca`` to a neutral TLS sink: 0, 1, 65,537 bytes and 8 MiB arrive
     whole, end at the client's close_notify (``eof``), and ``sent`` says what was agreed."""
