@@ -18,7 +18,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 
 from ..common.accounting import SendAccount
 from ..common.echo import EchoMismatch, Requests
@@ -26,7 +25,14 @@ from ..common.interface import Progress
 from ..common.loopdelay import LoopDelay
 from ..common.options import SendOptions
 from ..common.payload import PayloadError
-from ..common.results import CloseTimeout, SendFailed, SendResult, StallTimeout, error_text
+from ..common.results import (
+    CloseTimeout,
+    SendFailed,
+    SendResult,
+    StallTimeout,
+    error_text,
+    stalls,
+)
 from ..edge import standalone
 from ..edge.kernel import kernel_took
 from ..edge.tls import client_context, version_and_cipher
@@ -51,7 +57,7 @@ def send_one(
     """Stream the payload over one connection, or ask its echo requests (in this
     connection's thread), over TLS with ``context``; return those requests when echoing."""
     account.connecting(time.monotonic())
-    with _stalls(options.stall_timeout):
+    with stalls(options.stall_timeout):
         # The timeout stays the socket's: every sendall() and every wait for an answer
         # gives up after it too.
         sock = socket.create_connection((options.host, options.port), options.stall_timeout)
@@ -65,7 +71,7 @@ def send_one(
     with sock:
         sockets.append(sock)  # so that another thread's failure can stop this one
         requests = None
-        with _stalls(options.stall_timeout):
+        with stalls(options.stall_timeout):
             if isinstance(sock, ssl.SSLSocket):
                 sock.do_handshake()
                 account.secured(*version_and_cipher(sock))
@@ -77,15 +83,6 @@ def send_one(
         _close(sock, options, requests)
     account.end(time.monotonic())
     return requests
-
-
-@contextlib.contextmanager
-def _stalls(seconds: float) -> Iterator[None]:
-    """A socket's timeout inside is a stall: no byte taken, or none come back, in that long."""
-    try:
-        yield
-    except TimeoutError:
-        raise StallTimeout(seconds) from None
 
 
 def _send(sock: socket.socket, chunk: bytes, account: SendAccount, progress: Progress) -> None:

@@ -4,12 +4,13 @@ every framework)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .accounting import SendAccount, process_usage
@@ -24,6 +25,7 @@ __all__ = [
     "StallTimeout",
     "error_text",
     "signal_name",
+    "stalls",
 ]
 
 
@@ -111,6 +113,17 @@ class StallTimeout(TimeoutError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"no progress for {seconds:g} s: the peer took no byte")
+
+
+@contextlib.contextmanager
+def stalls(seconds: float) -> Iterator[None]:
+    """A socket timeout inside is a stall: no byte taken, or, echoing, none come back, in
+    ``seconds``. For clients whose sockets carry the stall timeout as their own timeout
+    (blocking sockets, gevent, Eventlet)."""
+    try:
+        yield
+    except TimeoutError:
+        raise StallTimeout(seconds) from None
 
 
 class SendFailed(Exception):

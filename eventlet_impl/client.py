@@ -12,11 +12,10 @@ transfer.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import eventlet
@@ -32,7 +31,14 @@ from ..common.interface import Progress
 from ..common.loopdelay import LoopDelay
 from ..common.options import SendOptions
 from ..common.payload import PayloadError
-from ..common.results import CloseTimeout, SendFailed, SendResult, StallTimeout, error_text
+from ..common.results import (
+    CloseTimeout,
+    SendFailed,
+    SendResult,
+    StallTimeout,
+    error_text,
+    stalls,
+)
 from ..edge import standalone
 from ..edge.kernel import kernel_took
 from ..edge.tls import client_context, version_and_cipher
@@ -79,7 +85,7 @@ def send_one(
         )
     with sock:
         requests = None
-        with _stalls(options.stall_timeout):
+        with stalls(options.stall_timeout):
             if context is not None:
                 sock.do_handshake()
                 account.secured(*version_and_cipher(sock))
@@ -97,15 +103,6 @@ def send_one(
         _close(sock, options, requests)
     account.end(time.monotonic())
     return requests
-
-
-@contextlib.contextmanager
-def _stalls(seconds: float) -> Iterator[None]:
-    """A socket's timeout inside is a stall: no byte taken, or none come back, in that long."""
-    try:
-        yield
-    except TimeoutError:
-        raise StallTimeout(seconds) from None
 
 
 def _send(sock: Any, chunk: bytes, account: SendAccount, progress: Progress) -> None:

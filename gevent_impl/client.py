@@ -11,11 +11,10 @@ nothing, for ``--stall-timeout`` seconds fails the transfer.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -30,7 +29,13 @@ from ..common.interface import Progress
 from ..common.loopdelay import LoopDelay
 from ..common.options import SendOptions
 from ..common.payload import PayloadError
-from ..common.results import CloseTimeout, SendFailed, SendResult, StallTimeout, error_text
+from ..common.results import (
+    CloseTimeout,
+    SendFailed,
+    SendResult,
+    error_text,
+    stalls,
+)
 from ..edge import standalone
 from ..edge.kernel import kernel_took
 from ..edge.tls import client_context, version_and_cipher
@@ -54,7 +59,7 @@ def send_one(
     """Stream the payload over one connection, or ask its echo requests (in its own
     greenlet), over TLS with ``context``; return those requests when echoing."""
     account.connecting(time.monotonic())
-    with _stalls(options.stall_timeout):
+    with stalls(options.stall_timeout):
         # The timeout stays the socket's: every sendall() and every wait for an answer gives
         # up after it too. Not a gevent.Timeout around each call: that doubled what a 1-byte
         # sendall() costs (2.2 to 4.8 µs, measured), where the socket's timeout adds 0.2.
@@ -72,7 +77,7 @@ def send_one(
             )
     with sock:
         requests = None
-        with _stalls(options.stall_timeout):
+        with stalls(options.stall_timeout):
             if context is not None:
                 sock.do_handshake()
                 account.secured(*version_and_cipher(sock))
@@ -92,15 +97,6 @@ def send_one(
         _close(sock, options, requests)
     account.end(time.monotonic())
     return requests
-
-
-@contextlib.contextmanager
-def _stalls(seconds: float) -> Iterator[None]:
-    """A socket's timeout inside is a stall: no byte taken, or none come back, in that long."""
-    try:
-        yield
-    except TimeoutError:
-        raise StallTimeout(seconds) from None
 
 
 def _send(sock: Any, chunk: bytes, account: SendAccount, progress: Progress) -> None:

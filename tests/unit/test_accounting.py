@@ -84,3 +84,14 @@ def test_kernel_took_counts_queued_and_acknowledged_bytes() -> None:
             while got < sent:
                 got += len(receiver.recv(1 << 20))
             assert kernel_took(sender) == sent
+
+
+def test_a_socket_timeout_inside_stalls_is_a_stall_timeout() -> None:
+    """Clients whose sockets carry --stall-timeout as their timeout name what timed out:
+    a TimeoutError inside ``stalls`` is a StallTimeout of those seconds; others pass."""
+    from nbio.common.results import StallTimeout, stalls
+
+    with pytest.raises(StallTimeout, match=r"no progress for 1\.5 s"), stalls(1.5):
+        raise TimeoutError("timed out")
+    with pytest.raises(ConnectionResetError), stalls(1.5):
+        raise ConnectionResetError
