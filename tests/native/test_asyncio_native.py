@@ -220,7 +220,13 @@ class TlsFacts(unittest.TestCase):
                 raw.close()
                 return
             sock = self.trusted.wrap_socket(raw, server_hostname="localhost")
-            sock.sendall(b"x" * 100_000)
+            try:
+                sock.sendall(b"x" * 100_000)
+            except (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError):
+                # A test done after the handshake closes first (seen as a thread's
+                # warning in CI): the rest of this peer is not under test there.
+                sock.close()
+                return
             if ending == "close_notify":
                 # Whether the server answers with its own is not under test here (3.10's
                 # sslproto never sends it; a test done after the handshake resets): a
